@@ -96,7 +96,6 @@ class HomeAssistantConfig:
 
     enabled: bool = True
     discovery_prefix: str = "homeassistant"
-    cells: str = "low"  # off / low / medium / high: which per-cell entities to announce
 
 
 @dataclass(frozen=True)
@@ -129,7 +128,11 @@ class EventsConfig:
 
 @dataclass(frozen=True)
 class CellsConfig:
-    """How much per-cell data the outputs carry: off / low / medium / high."""
+    """How much per-cell data the outputs carry (JSON file, database, Home Assistant entities).
+
+    off: none; low: cell voltages; medium: voltages, temperatures, states and
+    per-battery min/max/delta statistics; high: every column of ``bat N``.
+    """
 
     level: str = "low"
 
@@ -198,7 +201,6 @@ _CHECKS: Dict[str, Callable[[Any], Optional[str]]] = {
     "logging.level": _one_of("DEBUG", "INFO", "WARNING", "ERROR", "CRITICAL"),
     "logging.file_max_size_kb": _between(10, 1024 * 1024),
     "logging.file_max_files": _between(1, 100),
-    "homeassistant.cells": _one_of("off", "low", "medium", "high"),
     "database.port": _between(1, 65535),
     "events.level": _one_of("info", "warning"),
     "cells.level": _one_of("off", "low", "medium", "high"),
