@@ -1,0 +1,234 @@
+"""The polling loop: read the bank, derive, limit, publish; survive everything.
+
+One thread does the work in a fixed rhythm (``serial.reading_freq``),
+sleeping on an event between polls so an idle daemon uses no CPU and a stop
+request ends the sleep at once.  Failures are logged once when they start
+and once when they end:
+
+* the serial port cannot be opened: retried with a growing delay (up to a minute);
+* a poll fails (silent console, garbage): the console is woken again after
+  two failures in a row; after ``serial.stale_after`` seconds without a good
+  poll the data counts as stale: nothing is published for the bank and the
+  availability topic says ``offline``, so Victron's driver times out and Home
+  Assistant shows the values as unavailable instead of old numbers;
+* the broker is away: the MQTT link reconnects by itself; polling goes on.
+"""
+
+import logging
+import sys
+import threading
+import time
+from dataclasses import dataclass
+from typing import Any, Dict, List, Optional
+
+from .charge_limits import ChargeController, ChargeLimits
+from .config import Config
+from .derive import BankSummary, summarize_bank
+from .model import Bank
+from .mqtt import MqttLink
+from .poller import BankReader, PollFailed
+from .transport import Console, ConsoleError, PortUnavailable
+from .victron import VictronPublisher, bank_payload, unit_payload
+
+logger = logging.getLogger(__name__)
+
+
+@dataclass
+class PollOutcome:
+    """What one poll produced, handed to every output."""
+
+    bank: Bank
+    summary: BankSummary
+    limits: ChargeLimits
+    fresh: bool
+    now: float  # monotonic
+    wall_time: float
+
+
+def _print_message(topic: str, payload: str) -> bool:
+    sys.stdout.write("%s %s\n" % (topic, payload))
+    sys.stdout.flush()
+    return True
+
+
+class Daemon:
+    """Owns the console, the MQTT link and the outputs; ``run`` loops until ``stop`` is set."""
+
+    def __init__(self, config: Config, port: str, state_dir: str, dry_run: bool = False) -> None:
+        self.config = config
+        self.dry_run = dry_run
+        self.port = port
+        self.state_dir = state_dir
+        self.console = Console(
+            port,
+            baud=config.serial.baud,
+            command_timeout=config.serial.command_timeout,
+            wakeup=config.serial.wakeup,
+            login_debug=config.serial.login_debug,
+        )
+        self.reader = BankReader(self.console, config.serial, config.battery)
+        self.controller = ChargeController(config.charge, config.battery)
+        self.link: Optional[MqttLink] = None
+        self.victron: Optional[VictronPublisher] = None
+        self.last_good: Optional[float] = None
+        self.stale = True
+        self.polls_ok = 0
+        self.polls_failed = 0
+        self._failures_in_row = 0
+        self._open_delay = 0.0
+        self._open_logged = False
+        self.last_error = ""
+        self.once_complete = False
+
+    # -- set-up --------------------------------------------------------------
+    def start_outputs(self) -> None:
+        mqtt = self.config.mqtt
+        if self.dry_run:
+            logger.info("dry run: printing the Victron messages instead of publishing them")
+            self.victron = VictronPublisher(_print_message, mqtt.topic_base, mqtt.per_battery_topics)
+            return
+        if not mqtt.active:
+            logger.info("MQTT is off (mqtt.active: false)")
+            return
+        self.link = MqttLink(mqtt, self.config.client_id)
+        self.victron = VictronPublisher(self._publish_json, mqtt.topic_base, mqtt.per_battery_topics)
+        self.link.start()
+
+    def _publish_json(self, topic: str, payload: str) -> bool:
+        return self.link.publish(topic, payload) if self.link is not None else False
+
+    def stop_outputs(self) -> None:
+        if self.link is not None:
+            self.link.stop()
+        self.console.close()
+
+    # -- the console ---------------------------------------------------------
+    def _ensure_console(self) -> bool:
+        """Open and wake the console when needed; False when it is not usable yet."""
+        if self.console.is_open:
+            return True
+        try:
+            self.console.open()
+            self.console.wake()
+        except PortUnavailable as exc:
+            self._note_open_failure(str(exc))
+            return False
+        except ConsoleError as exc:
+            self.console.close()
+            self._note_open_failure(str(exc))
+            return False
+        if self._open_logged:
+            logger.info("serial console %s is usable again", self.port)
+        else:
+            logger.info("serial console %s open at %d baud", self.port, self.config.serial.baud)
+        self._open_logged = False
+        self._open_delay = 0.0
+        return True
+
+    def _note_open_failure(self, message: str) -> None:
+        self.last_error = message
+        if not self._open_logged:
+            logger.error("%s (retrying with a growing delay, at most a minute)", message)
+            self._open_logged = True
+        self._open_delay = min(max(self._open_delay * 2, self.config.serial.reading_freq), 60.0)
+
+    # -- one poll ------------------------------------------------------------
+    def poll(self, full: bool = False) -> Optional[PollOutcome]:
+        """Read the bank once and compute everything the outputs need; None when the poll failed."""
+        now = time.monotonic()
+        if not self._ensure_console():
+            self._poll_failed(now)
+            return None
+        try:
+            bank = self.reader.read(full=full)
+        except PollFailed as exc:
+            self.last_error = str(exc)
+            self._poll_failed(now)
+            if self._failures_in_row >= 2 and self.console.is_open:
+                self._rewake()
+            return None
+        except ConsoleError as exc:  # the device vanished mid-poll
+            self.last_error = str(exc)
+            self.console.close()
+            self._poll_failed(now)
+            return None
+        self._failures_in_row = 0
+        self.polls_ok += 1
+        summary = summarize_bank(bank)
+        fresh = summary.units_online > 0
+        if fresh:
+            self.last_good = now
+        limits = self.controller.update(bank, summary, now, fresh)
+        return PollOutcome(bank, summary, limits, fresh, now, bank.poll_time or time.time())
+
+    def _rewake(self) -> None:
+        try:
+            self.console.wake()
+        except ConsoleError as exc:
+            logger.debug("wake-up after failed polls: %s", exc)
+
+    def _poll_failed(self, now: float) -> None:
+        self.polls_failed += 1
+        self._failures_in_row += 1
+
+    def _update_staleness(self, now: float) -> None:
+        stale = self.last_good is None or now - self.last_good > self.config.serial.stale_after
+        if stale == self.stale:
+            return
+        self.stale = stale
+        if stale:
+            logger.warning("no good data for %.0f s: marking the bank offline and pausing its topic (%s)",
+                           self.config.serial.stale_after, self.last_error or "no reply")
+        else:
+            logger.info("fresh data again: bank online")
+        if self.link is not None:
+            self.link.set_available(not stale)
+
+    def publish(self, outcome: PollOutcome) -> None:
+        if self.victron is not None and outcome.fresh:
+            self.victron.update(outcome.summary, outcome.limits, len(outcome.bank.missing),
+                                self._cells_per_battery(outcome.bank), outcome.now)
+
+    def _cells_per_battery(self, bank: Bank) -> int:
+        counts = [b.cell_count for b in bank.present() if b.cell_count]
+        return max(counts) if counts else self.config.battery.num_cells
+
+    # -- the loop --------------------------------------------------------------
+    def run(self, stop: threading.Event) -> int:
+        self.start_outputs()
+        logger.info("polling %s every %.1f s; MQTT %s", self.port, self.config.serial.reading_freq,
+                    self.link.broker if self.link else "off")
+        try:
+            while not stop.is_set():
+                started = time.monotonic()
+                outcome = self.poll()
+                if outcome is not None:
+                    self.publish(outcome)
+                self._update_staleness(time.monotonic())
+                delay = self.config.serial.reading_freq
+                if not self.console.is_open:
+                    delay = max(delay, self._open_delay)
+                stop.wait(max(0.0, delay - (time.monotonic() - started)))
+        finally:
+            self.stop_outputs()
+            logger.info("stopped after %d good and %d failed polls", self.polls_ok, self.polls_failed)
+        return 0
+
+    # -- --once ----------------------------------------------------------------
+    def once(self) -> Dict[str, Any]:
+        """Poll once (every unit's cells and identity) and return the would-be payloads."""
+        outcome = self.poll(full=True)
+        self.console.close()
+        if outcome is None:
+            raise PollFailed(self.last_error or "the console gave no trustworthy reply")
+        bank = outcome.bank
+        payload = bank_payload(outcome.summary, outcome.limits, self._cells_per_battery(bank), len(bank.missing))
+        batteries: List[Dict[str, Any]] = []
+        for unit in outcome.summary.units:  # in address order, as published on battery_<N>
+            unit_json = unit_payload(unit, outcome.limits, outcome.summary.units_online, with_cells=True)
+            if unit_json is not None:
+                batteries.append(unit_json)
+        logger.info("units present: %s; missing: %s", [u.address for u in outcome.summary.units],
+                    list(bank.missing) or "none")
+        self.once_complete = bank.complete and payload is not None
+        return {"bank": payload, "batteries": batteries}

@@ -1,0 +1,253 @@
+"""Reading the bank: the commands of one poll, and the records they refresh.
+
+One ``pwr`` table per poll gives every unit's voltage, current, temperatures,
+SoC, states and cell extremes, so the bank state and every charge decision
+refresh on each poll.  The larger replies are read less often:
+
+* ``bat N`` (cells): every unit on the first poll (and ``--once``), then the
+  unit whose cells are oldest, once they are older than ``serial.cells_interval``;
+* ``pwr N`` (capacity, events): on the first poll, every ``info_interval``, and at
+  once when a unit's status columns change to something other than normal;
+* ``info N`` / ``stat N`` (barcode, ratings, cycle count, SoH): first poll, then
+  one unit per poll once ``serial.info_interval`` has passed.
+
+A firmware that rejects a command family (``info N`` on a US3000D, the ``pwr``
+table on an Extra2000) is remembered and not asked again; a rejected ``pwr``
+table switches to ``pwr N`` for the configured addresses.  A reply that times
+out, is garbled or does not parse is retried once and then dropped: no half
+reply ever reaches the records.
+"""
+
+import dataclasses
+import logging
+import time
+from typing import Callable, Dict, List, Optional, Set, Tuple, TypeVar
+
+from .config import BatteryConfig, SerialConfig
+from .framing import Reply
+from .model import Bank, Battery, PowerDetail, PowerRow
+from .parsing import (
+    ParseError,
+    parse_cell_table,
+    parse_info,
+    parse_power_detail,
+    parse_power_table,
+    parse_stats,
+)
+from .transport import Console, ConsoleError
+
+logger = logging.getLogger(__name__)
+
+T = TypeVar("T")
+
+# Status columns whose change to a non-normal value triggers a fresh ``pwr N`` (events).
+_STATUS_FIELDS = ("base_state", "voltage_state", "current_state", "temperature_state",
+                  "battery_voltage_state", "battery_temperature_state", "system_alarm_state")
+_NORMAL = {None, "Normal", "-", "Charge", "Dischg", "Idle", "Balance"}
+
+
+class PollFailed(Exception):
+    """The poll produced no trustworthy ``pwr`` data."""
+
+
+def _family(command: str) -> str:
+    """``bat 3`` -> ``bat N``: firmware accepts or rejects a command per family."""
+    parts = command.split()
+    return parts[0] if len(parts) == 1 else "%s N" % parts[0]
+
+
+class BankReader:
+    """Issues one poll's commands on the console and keeps each unit's latest good records."""
+
+    def __init__(self, console: Console, serial: SerialConfig, battery: BatteryConfig,
+                 clock: Callable[[], float] = time.monotonic) -> None:
+        self._console = console
+        self._serial = serial
+        self._expected: Tuple[int, ...] = tuple(battery.addresses)
+        self._clock = clock
+        self.batteries: Dict[int, Battery] = {}
+        self.rejected: Set[str] = set()  # command families this firmware refuses
+        self._failed_logged: Set[str] = set()
+        self._missing_logged: Set[int] = set()
+        self.polls = 0
+
+    # -- one command -------------------------------------------------------
+    def _ask(self, command: str, parse: Callable[[str], T]) -> Optional[T]:
+        """The parsed reply, or None when the firmware rejects the command or two tries failed."""
+        family = _family(command)
+        if family in self.rejected:
+            return None
+        for attempt in (1, 2):
+            try:
+                reply: Reply = self._console.command(command)
+                if not reply.ok and reply.error is not None:
+                    return self._rejected(command, reply)
+                value = parse(reply.text)
+            except (ConsoleError, ParseError) as exc:
+                if attempt == 1:
+                    logger.debug("%s failed (%s); retrying once", command, exc)
+                    continue
+                if command not in self._failed_logged:
+                    logger.warning("'%s' failed twice, reply dropped: %s", command, exc)
+                    self._failed_logged.add(command)
+                return None
+            if command in self._failed_logged:
+                logger.info("'%s' answers again", command)
+                self._failed_logged.discard(command)
+            return value
+        return None
+
+    def _rejected(self, command: str, reply: Reply) -> None:
+        family = _family(command)
+        # An error for one unit's command can mean "no such unit": only the
+        # whole-family refusal of a present unit is remembered.
+        logger.info("the console rejects '%s' (%s); not asking '%s' again", command, reply.error, family)
+        self.rejected.add(family)
+        return None
+
+    # -- the poll ------------------------------------------------------------
+    def read(self, full: bool = False) -> Bank:
+        """One poll.  ``full`` reads every unit's cells, details, info and stats (first poll, ``--once``)."""
+        full = full or self.polls == 0
+        self.polls += 1
+        now = self._clock()
+        rows = self._read_rows()
+        if rows is None:
+            raise PollFailed("no trustworthy pwr data this poll")
+
+        present: List[int] = []
+        for row in rows:
+            battery = self.batteries.setdefault(row.address, Battery(row.address))
+            changed = self._status_changed(battery.row, row)
+            battery.row = row
+            battery.row_time = now
+            if not row.present:
+                continue
+            present.append(row.address)
+            if full or battery.detail is None or changed or self._due(battery.detail_time, self._serial.info_interval, now):
+                self._read_detail(battery, now)
+            if battery.row is not None and self._lacks_basics(battery.row) and battery.detail is not None:
+                battery.row = _row_from_detail(battery.row, battery.detail)
+
+        self._read_cells(present, full, now)
+        self._read_identity(present, full, now)
+
+        expected = self._expected or tuple(present)
+        missing = tuple(a for a in expected if a not in present)
+        self._log_missing(missing)
+        batteries = {a: self.batteries[a] for a in present}
+        for address in missing:
+            batteries.setdefault(address, self.batteries.setdefault(address, Battery(address)))
+        return Bank(batteries=batteries, expected=expected, missing=missing,
+                    poll_time=time.time(), complete=bool(present) and not missing)
+
+    def _read_rows(self) -> Optional[List[PowerRow]]:
+        if "pwr" not in self.rejected:
+            rows = self._ask("pwr", parse_power_table)
+            if rows is not None:
+                return rows
+            if "pwr" not in self.rejected:
+                return None
+        return self._rows_from_details()
+
+    def _rows_from_details(self) -> Optional[List[PowerRow]]:
+        """Old firmware without the ``pwr`` table: one ``pwr N`` per configured unit."""
+        addresses = self._expected or (1,)
+        rows: List[PowerRow] = []
+        for address in addresses:
+            try:
+                reply = self._console.command("pwr %d" % address)
+            except ConsoleError as exc:
+                logger.debug("pwr %d failed: %s", address, exc)
+                return None
+            if not reply.ok:
+                rows.append(PowerRow(address=address, present=False))
+                continue
+            try:
+                detail = parse_power_detail(reply.text)
+            except ParseError as exc:
+                logger.debug("pwr %d did not parse: %s", address, exc)
+                return None
+            battery = self.batteries.setdefault(address, Battery(address))
+            battery.detail = detail
+            battery.detail_time = self._clock()
+            rows.append(_row_from_detail(PowerRow(address=address, present=True), detail))
+        return rows
+
+    def _read_detail(self, battery: Battery, now: float) -> None:
+        detail = self._ask("pwr %d" % battery.address, parse_power_detail)
+        if detail is not None:
+            battery.detail = detail
+            battery.detail_time = now
+
+    def _read_cells(self, present: List[int], full: bool, now: float) -> None:
+        interval = self._serial.cells_interval
+        if full or interval == 0:
+            due = list(present)
+        else:
+            stale = [a for a in present if self._due(self.batteries[a].cells_time, interval, now)]
+            # Oldest first, one unit per poll: the bank refreshes fast, cells follow round-robin.
+            stale.sort(key=lambda a: self.batteries[a].cells_time or 0.0)
+            due = stale[:1]
+        for address in due:
+            table = self._ask("bat %d" % address, lambda text, a=address: parse_cell_table(text, a))
+            if table is not None:
+                battery = self.batteries[address]
+                battery.cells = table
+                battery.cells_time = now
+
+    def _read_identity(self, present: List[int], full: bool, now: float) -> None:
+        interval = self._serial.info_interval
+        due = [a for a in present if full or self._due(self.batteries[a].info_time, interval, now)]
+        if not full:
+            due.sort(key=lambda a: self.batteries[a].info_time or 0.0)
+            due = due[:1]
+        for address in due:
+            battery = self.batteries[address]
+            info = self._ask("info %d" % address, parse_info)
+            if info is not None:
+                battery.info = info
+            stats = self._ask("stat %d" % address, parse_stats)
+            if stats is not None:
+                battery.stats = stats
+            # Stamp even when rejected, so a refusing firmware is not asked every poll.
+            battery.info_time = now
+            battery.stats_time = now
+
+    @staticmethod
+    def _due(last: Optional[float], interval: float, now: float) -> bool:
+        return last is None or now - last >= interval
+
+    @staticmethod
+    def _status_changed(old: Optional[PowerRow], new: PowerRow) -> bool:
+        if old is None or not new.present:
+            return False
+        for name in _STATUS_FIELDS:
+            value = getattr(new, name)
+            if value != getattr(old, name) and value not in _NORMAL:
+                return True
+        return False
+
+    @staticmethod
+    def _lacks_basics(row: PowerRow) -> bool:
+        return row.voltage is None or row.current is None or row.soc is None
+
+    def _log_missing(self, missing: Tuple[int, ...]) -> None:
+        for address in missing:
+            if address not in self._missing_logged:
+                logger.error("configured battery %d is absent from the console's pwr table", address)
+                self._missing_logged.add(address)
+        for address in list(self._missing_logged):
+            if address not in missing:
+                logger.info("configured battery %d is present again", address)
+                self._missing_logged.discard(address)
+
+
+def _row_from_detail(row: PowerRow, detail: PowerDetail) -> PowerRow:
+    """Fill a row's unknown basics from the unit's ``pwr N`` detail."""
+    fill = {}
+    for name in ("voltage", "current", "temperature", "soc", "base_state", "voltage_state",
+                 "current_state", "temperature_state"):
+        if getattr(row, name) is None and getattr(detail, name) is not None:
+            fill[name] = getattr(detail, name)
+    return dataclasses.replace(row, **fill) if fill else row

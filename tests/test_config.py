@@ -1,0 +1,126 @@
+"""The configuration schema: defaults, the original program's keys, and clear errors."""
+
+import os
+import subprocess
+import sys
+
+import pytest
+import yaml
+
+from extra200.config import Config, ConfigError, load_config, parse_config, redacted
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+
+ORIGINAL_FILE = """
+mqtt:
+  active: true
+  broker: "10.0.0.2"
+  port: 1883
+  username: "username"
+  password: "password"
+  topic_base: "victron-battery-middleware"
+serial:
+  port: "/dev/ttyUSB0"
+  reading_freq: 1
+battery:
+  addresses: [1, 2, 3, 4, 5]
+  num_cells: 15
+  max_charge_voltage: 51.0
+  max_charge_current: 50.0
+  max_discharge_current: 50.0
+logging:
+  level: DEBUG
+  file_path: "/opt/extra200tomqtt/ramdisk/battery_monitor.log"
+  file_max_size_kb: 1000
+  file_max_files: 5
+"""
+
+
+def test_shipped_config_is_valid_and_points_at_a_real_port():
+    config = load_config(os.path.join(ROOT, "config.yaml"))
+    assert config.serial.port == "/dev/ttyUSB0"  # never the simulator
+    assert config.mqtt.topic_base == "victron-battery-middleware"
+
+
+def test_shipped_config_documents_every_key():
+    """Every key of the schema appears in the shipped file, so users can see it."""
+    with open(os.path.join(ROOT, "config.yaml")) as handle:
+        shipped = yaml.safe_load(handle)
+    defaults = _as_dict(Config())
+    missing = sorted(_keys(defaults) - _keys(shipped))
+    assert not missing, "config.yaml lacks: %s" % missing
+
+
+def _as_dict(config):
+    import dataclasses
+
+    return dataclasses.asdict(config)
+
+
+def _keys(data, prefix=""):
+    keys = set()
+    for name, value in data.items():
+        key = prefix + name
+        if isinstance(value, dict):
+            keys |= _keys(value, key + ".")
+        else:
+            keys.add(key)
+    return keys
+
+
+def test_original_extra200tomqtt_file_loads_with_same_meaning():
+    config = parse_config(yaml.safe_load(ORIGINAL_FILE))
+    assert config.mqtt.broker == "10.0.0.2"
+    assert config.serial.reading_freq == 1.0
+    assert config.battery.addresses == (1, 2, 3, 4, 5)
+    assert config.battery.max_charge_voltage == 51.0
+    assert config.battery.max_charge_current == 50.0
+    assert config.logging.level == "DEBUG"
+    # new keys get defaults
+    assert config.serial.baud == 115200
+    assert config.mqtt.per_battery_topics is True
+
+
+def test_every_problem_is_reported_with_its_key():
+    with pytest.raises(ConfigError) as err:
+        parse_config({"mqtt": {"port": "x", "brokr": "a"}, "serial": {"baud": 1234, "wakeup": "sometimes"},
+                      "battery": {"addresses": [0, 1], "num_cells": 14}, "logging": {"level": "LOUD"}})
+    text = str(err.value)
+    for fragment in ("mqtt.port: must be a whole number", "mqtt.brokr: unknown key", "serial.baud: must be one of",
+                     "serial.wakeup", "battery.addresses", "battery.num_cells", "logging.level"):
+        assert fragment in text
+    assert len(err.value.problems) == 7
+
+
+def test_wrong_section_type_and_booleans():
+    with pytest.raises(ConfigError) as err:
+        parse_config({"mqtt": "yes", "serial": {"login_debug": "no"}})
+    assert "mqtt: must be a section" in str(err.value)
+    assert "serial.login_debug: must be true or false" in str(err.value)
+
+
+def test_bad_yaml_names_the_line(tmp_path):
+    path = tmp_path / "c.yaml"
+    path.write_text("mqtt:\n  broker: [unclosed\n")
+    with pytest.raises(ConfigError) as err:
+        load_config(str(path))
+    assert "not valid YAML" in str(err.value) and "line" in str(err.value)
+
+
+def test_password_is_redacted():
+    config = parse_config({"mqtt": {"password": "secret"}})
+    assert "secret" not in repr(redacted(config))
+
+
+@pytest.mark.parametrize("content, fragment", [
+    ("serial:\n  reading_freq: -1\n", "serial.reading_freq: must be between"),
+    ("battery:\n  addresses: [1, 1]\n", "lists an address twice"),
+    ("nonsense: 1\n", "nonsense: unknown key"),
+])
+def test_command_line_exits_2_naming_the_key(tmp_path, content, fragment):
+    path = tmp_path / "bad.yaml"
+    path.write_text(content)
+    proc = subprocess.run([sys.executable, os.path.join(ROOT, "extra200tomqtt.py"), "--config", str(path), "--once"],
+                          capture_output=True, text=True, timeout=60)
+    assert proc.returncode == 2
+    assert fragment in proc.stderr

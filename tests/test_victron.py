@@ -1,0 +1,150 @@
+"""Bank figures and the dbus-mqtt-battery payloads built from them."""
+
+from dataclasses import dataclass, field
+from typing import Dict, Optional
+
+from extra200.derive import cell_id, summarize_bank
+from extra200.model import Bank, Battery, CellRow, CellTable, DeviceInfo, PowerDetail, PowerRow, Statistics
+from extra200.victron import VictronPublisher, bank_payload, unit_payload
+from victron_schema import problems
+
+
+@dataclass
+class FixedLimits:
+    charge_voltage: float = 51.75
+    charge_current: float = 75.0
+    discharge_current: float = 90.0
+    allow_charge: bool = True
+    allow_discharge: bool = True
+    mode: str = "Bulk"
+    charge_reason: str = "configured maximum"
+    discharge_reason: str = "configured maximum"
+    voltage_reason: str = "bulk"
+    alarms: Dict[str, int] = field(default_factory=lambda: {"HighVoltage": 0, "LowVoltage": 0})
+    battery_low_voltage: Optional[float] = 43.5
+
+
+def _unit(address, volts, amps, soc, capacity, cell_low, cell_high, low_id=None, high_id=None, cells=None):
+    battery = Battery(address)
+    battery.row = PowerRow(address=address, present=True, voltage=volts, current=amps, temperature=25.0,
+                           cell_temp_low=20.0 + address, cell_temp_high=24.0 + address,
+                           cell_voltage_low=cell_low, cell_voltage_high=cell_high,
+                           cell_voltage_low_id=low_id, cell_voltage_high_id=high_id, soc=soc,
+                           base_state="Charge" if amps > 0 else "Dischg")
+    battery.detail = PowerDetail(address=address, total_capacity=capacity)
+    battery.stats = Statistics(address=address, cycle_count=100 * address, soh=100.0 - address)
+    if cells is not None:
+        battery.cells = CellTable(address, tuple(CellRow(index=i, voltage=v, balancing=(i == 3))
+                                                 for i, v in enumerate(cells)))
+    return battery
+
+
+def _bank():
+    cells2 = [3.300] * 15
+    cells2[6] = 3.290
+    cells2[9] = 3.330
+    units = {
+        1: _unit(1, 49.8, 10.0, 80.0, 50.0, 3.310, 3.320, low_id=2, high_id=4),
+        2: _unit(2, 49.6, -4.0, 40.0, 100.0, 3.290, 3.330, cells=cells2),  # ids come from the cell table
+    }
+    absent = Battery(3)
+    absent.row = PowerRow(address=3, present=False)
+    units[3] = absent
+    return Bank(batteries=units, expected=(1, 2), poll_time=1000.0, complete=True)
+
+
+def test_cell_ids_are_one_based():
+    assert cell_id(2, 6) == "B2C7"
+    assert cell_id(4, None) == "B4"
+
+
+def test_bank_summary_aggregates_present_units():
+    summary = summarize_bank(_bank())
+    assert summary.units_online == 2
+    assert summary.voltage == 49.7
+    assert summary.current == 6.0
+    assert summary.power == round(49.8 * 10.0 + 49.6 * -4.0, 1)
+    # capacity-weighted: (80*50 + 40*100) / 150 = 53.3, not the plain mean 60
+    assert summary.soc == 53.3
+    assert summary.capacity == 150.0
+    assert summary.remaining == 80.0
+    assert summary.cell_voltage_min.id == "B2C7" and summary.cell_voltage_min.value == 3.290
+    assert summary.cell_voltage_max.id == "B2C10" and summary.cell_voltage_max.value == 3.330
+    assert summary.cell_voltage_delta == 0.04
+    assert summary.cell_temp_min.value == 21.0 and summary.cell_temp_max.value == 26.0
+    assert summary.balancing is True
+    assert summary.cycle_count == 200 and summary.soh == 98.0
+
+
+def test_unknown_values_stay_unknown():
+    bank = _bank()
+    bank.batteries[2].row = PowerRow(address=2, present=True, voltage=49.6, current=None, soc=40.0)
+    summary = summarize_bank(bank)
+    assert summary.current is None and summary.power is None
+    assert bank_payload(summary, FixedLimits(), 15, 0) is None  # no Dc.Power: nothing to send
+
+
+def test_bank_payload_exact():
+    summary = summarize_bank(_bank())
+    payload = bank_payload(summary, FixedLimits(), 15, 1)
+    assert problems(payload) == []
+    assert payload["Dc"] == {"Power": summary.power, "Voltage": 49.7, "Current": 6.0, "Temperature": 25.0}
+    assert payload["Soc"] == 53.3
+    assert payload["InstalledCapacity"] == 150.0 and payload["Capacity"] == 80.0
+    assert payload["ConsumedAmphours"] == 70.0
+    assert payload["Info"]["MaxChargeVoltage"] == 51.75
+    assert payload["Info"]["MaxChargeCurrent"] == 75.0
+    assert payload["Info"]["MaxDischargeCurrent"] == 90.0
+    assert payload["Io"] == {"AllowToCharge": 1, "AllowToDischarge": 1}
+    assert payload["System"]["MinVoltageCellId"] == "B2C7"
+    assert payload["System"]["NrOfModulesOnline"] == 2
+    assert payload["System"]["NrOfModulesOffline"] == 1
+    assert payload["System"]["NrOfCellsPerBattery"] == 15
+    assert payload["Balancing"] == 1
+    assert "Voltages" not in payload  # cells of several units never go in one list
+
+
+def test_unit_payload_has_cells_and_its_share_of_the_limits():
+    summary = summarize_bank(_bank())
+    unit2 = summary.units[1]
+    payload = unit_payload(unit2, FixedLimits(), summary.units_online, with_cells=True)
+    assert problems(payload) == []
+    assert payload["Voltages"]["Cell7"] == 3.29 and len(payload["Voltages"]) == 15
+    assert payload["Info"]["MaxChargeCurrent"] == 37.5
+    assert payload["Soc"] == 40.0
+
+
+def test_stop_charging_is_expressed_as_zero_current():
+    limits = FixedLimits(charge_current=0.0, allow_charge=False)
+    payload = bank_payload(summarize_bank(_bank()), limits, 15, 0)
+    assert payload["Info"]["MaxChargeCurrent"] == 0.0
+    assert payload["Io"]["AllowToCharge"] == 0
+    assert payload["System"]["NrOfModulesBlockingCharge"] == 2
+
+
+def test_publisher_sends_at_most_once_a_second_per_topic():
+    sent = []
+    publisher = VictronPublisher(lambda t, p: sent.append(t) or True, "base", per_battery=True)
+    summary = summarize_bank(_bank())
+    assert publisher.update(summary, FixedLimits(), 0, 15, now=10.0) == 3
+    assert publisher.update(summary, FixedLimits(), 0, 15, now=10.5) == 0
+    assert publisher.update(summary, FixedLimits(), 0, 15, now=11.0) == 3
+    assert sent[:3] == ["base/pylon", "base/battery_1", "base/battery_2"]
+
+
+def test_checker_catches_what_the_driver_rejects():
+    """The schema checker itself must be able to fail."""
+    assert problems({"Dc": {"Power": 1.0}, "Soc": 5}) == ["Dc.Power and Dc.Voltage are required"]
+    assert problems({"Dc": {"Power": 1.0, "Voltage": 50.0}, "Soc": 5, "Io": {"AllowToCharge": True}})
+    assert problems({"Dc": {"Power": 1.0, "Voltage": "50"}, "Soc": 5})
+    assert problems({"Dc": {"Power": 1.0, "Voltage": 50.0}, "Soc": None})
+    assert problems({"Dc": {"Power": 1.0, "Voltage": 50.0}, "Soc": 5, "Voltages": {"Cell25": 3.3}})
+    assert problems({"Dc": {"Power": 1.0, "Voltage": 50.0}, "Soc": 5, "Info": {"MaxChargeVoltage": None}})
+
+
+def test_info_specification_gives_capacity_when_pwr_detail_is_missing():
+    battery = Battery(1)
+    battery.row = PowerRow(address=1, present=True, voltage=50.0, current=1.0, soc=50.0)
+    battery.info = DeviceInfo(address=1, nominal_capacity=74.0)
+    summary = summarize_bank(Bank(batteries={1: battery}))
+    assert summary.capacity == 74.0 and summary.remaining == 37.0
