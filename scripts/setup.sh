@@ -30,6 +30,8 @@ fi
 .venv/bin/python -m pip install -q --upgrade pip >/dev/null
 if [ "$want_test" -eq 1 ]; then
   .venv/bin/python -m pip install -q -r requirements-test.txt
+  # paho-mqtt 1.6 beside 2.x, so the tests can prove both work (Venus OS and Debian ship different ones).
+  [ -d .venv/paho16/paho ] || .venv/bin/python -m pip install -q --target .venv/paho16 "paho-mqtt==1.6.1"
 else
   .venv/bin/python -m pip install -q -r requirements.txt
 fi

@@ -56,6 +56,8 @@ class Mosquitto:
         lines: List[str] = [
             "listener %d 127.0.0.1" % self.port,
             "persistence false",
+            # As root Mosquitto would switch to its own user, which cannot read our temporary files.
+            *(["user root"] if os.geteuid() == 0 else []),
             "log_dest file %s" % os.path.join(self.dir, "mosquitto.log"),
             "log_type error",
             "log_type warning",

@@ -1,0 +1,128 @@
+"""The MQTT link against a real Mosquitto: availability, last will, a dead broker, paho 1.6 and 2.x."""
+
+import os
+import signal
+import subprocess
+import sys
+import textwrap
+import time
+
+import pytest
+
+from extra200.config import MqttConfig
+from extra200.mqtt import MqttLink
+from mqtt_helpers import Recorder
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+PAHO16 = os.path.join(ROOT, ".venv", "paho16")
+
+
+def _link(port: int, base: str = "t") -> MqttLink:
+    return MqttLink(MqttConfig(broker="127.0.0.1", port=port, topic_base=base), "test-%d" % os.getpid())
+
+
+def test_availability_follows_freshness_and_stop(broker):
+    recorder = Recorder(broker.port, ("a1/status",))
+    link = _link(broker.port, "a1")
+    link.start()
+    assert link.wait_connected(10)
+    assert recorder.wait_for(lambda t, p: p == b"offline")  # no data yet: offline
+    after = recorder.count()
+    link.set_available(True)
+    assert recorder.wait_for(lambda t, p: p == b"online", after=after)
+    assert link.publish("a1/x", "1") is True
+    after = recorder.count()
+    link.stop()
+    assert recorder.wait_for(lambda t, p: p == b"offline", after=after)
+    recorder.close()
+
+
+def test_status_is_retained(broker):
+    link = _link(broker.port, "a2")
+    link.start()
+    assert link.wait_connected(10)
+    link.set_available(True)
+    time.sleep(0.3)
+    recorder = Recorder(broker.port, ("a2/status",))  # subscribes after: gets the retained value
+    message = recorder.wait_for(lambda t, p: True, timeout=5)
+    assert message is not None and message[2] == b"online" and message[3] is True
+    link.stop()
+    recorder.close()
+
+
+SCRIPT = textwrap.dedent("""
+    import sys, time
+    sys.path.insert(0, {root!r})
+    from extra200.config import MqttConfig
+    from extra200.mqtt import MqttLink
+    import paho.mqtt
+    link = MqttLink(MqttConfig(broker="127.0.0.1", port={port}, topic_base="{base}", keepalive=5), "will-{base}")
+    link.start()
+    assert link.wait_connected(10)
+    link.set_available(True)
+    link.publish("{base}/hello", paho.mqtt.__version__)
+    print("ready", flush=True)
+    time.sleep(60)
+""")
+
+
+def _run_and_kill(broker, base: str, env=None):
+    recorder = Recorder(broker.port, ("%s/#" % base,))
+    proc = subprocess.Popen([sys.executable, "-c", SCRIPT.format(root=ROOT, port=broker.port, base=base)],
+                            stdout=subprocess.PIPE, text=True, env=env)
+    try:
+        assert proc.stdout.readline().strip() == "ready"
+        assert recorder.wait_for(lambda t, p: t.endswith("/status") and p == b"online")
+        after = recorder.count()
+        proc.send_signal(signal.SIGKILL)  # no clean stop: the broker must send the last will
+        assert recorder.wait_for(lambda t, p: t.endswith("/status") and p == b"offline", after=after)
+        return recorder.on_topic("%s/hello" % base)[0].decode()
+    finally:
+        proc.kill()
+        proc.wait()
+        recorder.close()
+
+
+def test_last_will_says_offline_when_the_process_dies(broker):
+    version = _run_and_kill(broker, "a3")
+    assert version.startswith("2.")
+
+
+@pytest.mark.skipif(not os.path.isdir(PAHO16), reason="paho-mqtt 1.6 not installed in .venv/paho16 (scripts/setup.sh --test)")
+def test_paho_16_works_too(broker):
+    env = dict(os.environ, PYTHONPATH=PAHO16)
+    assert _run_and_kill(broker, "a4", env) == "1.6.1"
+
+
+def test_dead_broker_never_blocks_and_is_reached_later(own_broker):
+    own_broker.stop()
+    link = _link(own_broker.port, "a5")
+    started = time.monotonic()
+    link.start()
+    assert link.publish("a5/x", "1") is False
+    assert time.monotonic() - started < 2.0
+    own_broker.start()
+    assert link.wait_connected(40), "did not reconnect after the broker came up"
+    assert link.publish("a5/x", "1") is True
+    link.stop()
+
+
+def test_refused_credentials_are_survived(tmp_path):
+    from servers import Mosquitto
+
+    password_file = Mosquitto.make_password_file(str(tmp_path), "user", "right")
+    server = Mosquitto(password_file=password_file).start()
+    try:
+        link = MqttLink(MqttConfig(broker="127.0.0.1", port=server.port, username="user", password="wrong",
+                                   topic_base="a6"), "refused")
+        link.start()
+        assert not link.wait_connected(2)
+        assert link.publish("a6/x", "1") is False
+        link.stop()
+        good = MqttLink(MqttConfig(broker="127.0.0.1", port=server.port, username="user", password="right",
+                                   topic_base="a6"), "accepted")
+        good.start()
+        assert good.wait_connected(10)
+        good.stop()
+    finally:
+        server.close()
