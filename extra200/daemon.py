@@ -186,8 +186,9 @@ class Daemon:
 
     def publish(self, outcome: PollOutcome) -> None:
         if self.victron is not None and outcome.fresh:
+            # the one-per-second rule counts from the moment of sending, not the poll's start
             self.victron.update(outcome.summary, outcome.limits, len(outcome.bank.missing),
-                                self._cells_per_battery(outcome.bank), outcome.now)
+                                self._cells_per_battery(outcome.bank), time.monotonic())
 
     def _cells_per_battery(self, bank: Bank) -> int:
         counts = [b.cell_count for b in bank.present() if b.cell_count]

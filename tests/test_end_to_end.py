@@ -1,0 +1,175 @@
+"""The daemon end to end: simulator on a real pseudo-terminal at 115200 baud, real Mosquitto, a subscriber.
+
+Every published Victron payload is checked against the driver's schema and
+against the simulated bank's values (drift off, so they are exact).
+"""
+
+import json
+import time
+
+import pytest
+
+from daemon_helpers import DaemonProcess, write_config
+from extra200.simulator import PtySimulator
+from mqtt_helpers import Recorder
+from victron_schema import problems
+
+
+def expected_bank(sim):
+    units = [u for u in sim.bank.snapshots() if u.present]
+    volts = [u.voltage_mv / 1000.0 for u in units]
+    capacity = sum(u.capacity_mah for u in units)
+    cells = [(mv / 1000.0, "B%dC%d" % (u.address, i + 1)) for u in units for i, mv in enumerate(u.cells_mv)]
+    return {
+        "units": len(units),
+        "voltage": round(sum(volts) / len(volts), 3),
+        "current": round(sum(u.current_ma for u in units) / 1000.0, 3),
+        "soc": round(sum(u.soc * u.capacity_mah for u in units) / capacity, 1),
+        "capacity": round(capacity / 1000.0, 2),
+        "min_cell": min(cells)[0],
+        "max_cell": max(cells)[0],
+        "min_ids": {cid for v, cid in cells if v == min(cells)[0]},
+        "max_ids": {cid for v, cid in cells if v == max(cells)[0]},
+        "per_unit": {u.address: u for u in units},
+    }
+
+
+@pytest.fixture
+def simulator():
+    sim = PtySimulator("us2000c-3", drift=False)
+    sim.start()
+    yield sim
+    sim.stop()
+
+
+def _bank_messages(recorder, topic):
+    return [json.loads(p) for p in recorder.on_topic(topic)]
+
+
+def test_daemon_publishes_correct_victron_json(tmp_path, broker, simulator):
+    base = "e2e1"
+    recorder = Recorder(broker.port, ("%s/#" % base,))
+    config = write_config(str(tmp_path), broker.port, base)
+    daemon = DaemonProcess(config, simulator.path).start()
+    try:
+        assert recorder.wait_for(lambda t, p: t == base + "/pylon", timeout=30), daemon.log()
+        time.sleep(3.5)  # a few more polls
+        assert daemon.terminate() == 0
+    finally:
+        daemon.kill()
+    expected = expected_bank(simulator)
+    bank_messages = _bank_messages(recorder, base + "/pylon")
+    assert len(bank_messages) >= 3
+    for payload in bank_messages:
+        assert problems(payload) == []
+        assert payload["Dc"]["Voltage"] == expected["voltage"]
+        assert payload["Dc"]["Current"] == expected["current"]
+        assert payload["Soc"] == expected["soc"]
+        assert payload["InstalledCapacity"] == expected["capacity"]
+        assert payload["System"]["NrOfModulesOnline"] == expected["units"]
+        assert payload["System"]["MinCellVoltage"] == expected["min_cell"]
+        assert payload["System"]["MaxCellVoltage"] == expected["max_cell"]
+        assert payload["System"]["MinVoltageCellId"] in expected["min_ids"]
+        assert payload["System"]["MaxVoltageCellId"] in expected["max_ids"]
+        assert payload["Info"]["MaxChargeVoltage"] <= 52.5
+        assert 0 <= payload["Info"]["MaxChargeCurrent"] <= 25.0 * expected["units"]
+    # one topic per battery, with its own values and its cells
+    for address, unit in expected["per_unit"].items():
+        messages = _bank_messages(recorder, "%s/battery_%d" % (base, address))
+        assert messages, "no message for battery %d" % address
+        payload = messages[-1]
+        assert problems(payload) == []
+        assert payload["Dc"]["Voltage"] == unit.voltage_mv / 1000.0
+        assert payload["Soc"] == unit.soc
+        assert [payload["Voltages"]["Cell%d" % (i + 1)] for i in range(len(unit.cells_mv))] == \
+            [mv / 1000.0 for mv in unit.cells_mv]
+    # not retained, at most one a second per topic
+    bank_records = [m for m in recorder.messages if m[1] == base + "/pylon"]
+    assert not any(m[3] for m in bank_records)
+    gaps = [b[0] - a[0] for a, b in zip(bank_records, bank_records[1:])]
+    assert all(gap >= 0.9 for gap in gaps), gaps
+    # availability: online while running, offline after the stop
+    status = recorder.on_topic(base + "/status")
+    assert b"online" in status and status[-1] == b"offline"
+    recorder.close()
+
+
+def test_broker_restart_during_a_run(tmp_path, own_broker, simulator):
+    base = "e2e2"
+    config = write_config(str(tmp_path), own_broker.port, base)
+    daemon = DaemonProcess(config, simulator.path).start()
+    recorder = Recorder(own_broker.port, ("%s/#" % base,))
+    try:
+        assert recorder.wait_for(lambda t, p: t == base + "/pylon", timeout=30), daemon.log()
+        recorder.close()
+        own_broker.stop()
+        assert daemon.wait_log("lost the connection", timeout=15), daemon.log()
+        simulator.bank.set_soc(1, 55)  # changes while the broker is away are still polled
+        time.sleep(4)
+        assert daemon.alive
+        own_broker.start()
+        recorder = Recorder(own_broker.port, ("%s/#" % base,))
+        message = recorder.wait_for(
+            lambda t, p: t == base + "/battery_1" and json.loads(p)["Soc"] == 55, timeout=60)
+        assert message is not None, daemon.log()
+        assert daemon.count("lost the connection") == 1  # logged once, not every poll
+        assert daemon.terminate() == 0
+    finally:
+        daemon.kill()
+        recorder.close()
+
+
+def test_stale_data_pauses_the_bank_topic_and_marks_offline(tmp_path, broker, simulator):
+    base = "e2e3"
+    recorder = Recorder(broker.port, ("%s/#" % base,))
+    config = write_config(str(tmp_path), broker.port, base)
+    daemon = DaemonProcess(config, simulator.path).start()
+    try:
+        assert recorder.wait_for(lambda t, p: t == base + "/status" and p == b"online", timeout=30), daemon.log()
+        silenced = recorder.count()
+        simulator.bank.set_silent(True)
+        assert recorder.wait_for(lambda t, p: t == base + "/status" and p == b"offline", timeout=30,
+                                 after=silenced), daemon.log()
+        silent_at = recorder.count()
+        time.sleep(3)
+        later = [m for m in recorder.messages[silent_at:] if m[1] == base + "/pylon"]
+        assert later == []  # nothing old re-published while stale
+        simulator.bank.set_silent(False)
+        after = recorder.count()
+        assert recorder.wait_for(lambda t, p: t == base + "/status" and p == b"online", timeout=40, after=after), daemon.log()
+        assert recorder.wait_for(lambda t, p: t == base + "/pylon", timeout=10, after=after)
+        assert daemon.count("marking the bank offline") == 1
+    finally:
+        daemon.kill()
+        recorder.close()
+
+
+def test_once_prints_the_payloads_and_exit_status(tmp_path, simulator):
+    import subprocess
+    import sys
+    from daemon_helpers import ENTRY
+
+    proc = subprocess.run([sys.executable, ENTRY, "--port", simulator.path, "--once"],
+                          capture_output=True, text=True, timeout=60)
+    assert proc.returncode == 0, proc.stderr
+    result = json.loads(proc.stdout)
+    assert set(result) == {"bank", "batteries"}
+    assert problems(result["bank"]) == []
+    assert len(result["batteries"]) == 3
+    # an expected unit that is absent makes --once fail
+    config = write_config(str(tmp_path), 1, "x", battery={"addresses": [1, 2, 3, 4]})
+    proc = subprocess.run([sys.executable, ENTRY, "--config", config, "--port", simulator.path, "--once"],
+                          capture_output=True, text=True, timeout=60)
+    assert proc.returncode == 1
+    assert "configured battery 4 is absent" in proc.stderr
+
+
+def test_unreachable_port_is_named(tmp_path):
+    import subprocess
+    import sys
+    from daemon_helpers import ENTRY
+
+    proc = subprocess.run([sys.executable, ENTRY, "--port", str(tmp_path / "ttyNOPE"), "--once"],
+                          capture_output=True, text=True, timeout=60)
+    assert proc.returncode == 1
+    assert "ttyNOPE" in proc.stderr
