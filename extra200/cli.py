@@ -97,10 +97,12 @@ def main(argv: Optional[List[str]] = None) -> int:
         print("%s is valid" % (args.config or DEFAULT_CONFIG))
         return EXIT_OK
     if args.command == "homeassistant-yaml":
-        from .homeassistant import render_manual_yaml
+        from .homeassistant import expire_after_for, render_manual_yaml
 
-        sys.stdout.write(render_manual_yaml(batteries=args.batteries, cells_per_battery=args.cells,
-                                            level=args.level, topic_base=config.mqtt.topic_base))
+        sys.stdout.write(render_manual_yaml(
+            batteries=args.batteries, cells_per_battery=args.cells, level=args.level,
+            topic_base=config.mqtt.topic_base, bank_id=config.homeassistant.bank_id,
+            bank_name=config.homeassistant.bank_name, expire_after=expire_after_for(config)))
         return EXIT_OK
 
     log_file = args.log_file or os.environ.get("EXTRA200_LOG_FILE") or config.logging.file_path or None

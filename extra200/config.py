@@ -85,17 +85,105 @@ class LoggingConfig:
 
 @dataclass(frozen=True)
 class ChargeConfig:
-    """Charge-control rules (charge_limits.py)."""
+    """Charge-control rules (charge_limits.py); the README section "Charge control" explains each.
+
+    Voltages are per cell (the pack value is that x ``battery.num_cells``).
+    A curve is text, ``"x:percent, x:percent, ..."`` with x rising, read as
+    straight lines between the points and flat beyond the ends; the percent
+    is of the bank's maximum current.
+    """
 
     enabled: bool = True
+    # Charge voltage limit (CVL)
+    bulk_cell_voltage: float = 3.45  # bulk/absorption target: 51.75 V (15 cells), 55.20 V (16)
+    float_cell_voltage: float = 3.375  # after a full charge: 50.62 V / 54.00 V
+    max_cell_voltage: float = 3.52  # CVL is lowered so the highest cell stays at or below this
+    max_cell_voltage_margin: float = 0.010  # V: CVL rises again only once that cell is this far below
+    absorption_time: float = 1800.0  # s at target with balanced cells before float
+    balanced_cell_spread: float = 0.020  # V, highest - lowest cell, counted as balanced
+    target_cell_margin: float = 0.010  # V/cell: the pack counts as at target this close below CVL
+    absorption_cancel_cell_drop: float = 0.030  # V/cell below CVL: absorption ends, back to bulk
+    rebulk_soc: float = 80.0  # %: float -> bulk below this SoC
+    rebulk_cell_spread: float = 0.080  # V: float -> bulk when the cell spread reaches this
+    cvl_recovery_hold: float = 60.0  # s after a CVL reduction before it may rise
+    cvl_recovery_rate: float = 0.002  # V/s (pack) at which CVL rises
+    # Current limits (CCL, DCL)
+    charge_cutoff_cell_voltage: float = 3.55  # CCL 0 while any cell is at or above
+    discharge_cutoff_cell_voltage: float = 2.90  # DCL 0 while any cell is at or below; x cells = BatteryLowVoltage
+    charge_cell_voltage_curve: str = "3.40:100, 3.45:25, 3.50:5, 3.55:0"  # highest cell V
+    discharge_cell_voltage_curve: str = "2.90:0, 3.00:10, 3.10:50, 3.15:100"  # lowest cell V
+    charge_min_temperature: float = 0.0  # °C, cells: CCL 0 below
+    charge_max_temperature: float = 45.0  # °C, cells: CCL 0 above
+    charge_temperature_curve: str = "0:0, 5:20, 10:100, 40:100, 45:20"  # coldest and hottest cell °C
+    discharge_min_temperature: float = -10.0  # °C, cells: DCL 0 below
+    discharge_max_temperature: float = 50.0  # °C, cells: DCL 0 above
+    discharge_temperature_curve: str = "-10:0, -5:20, 0:50, 5:100, 45:100, 50:20"
+    electronics_temperature_curve: str = "70:100, 80:25, 90:0"  # hottest BMS / MOSFET °C, CCL and DCL
+    soc_derating: bool = False  # also derate by SoC (the two curves below)
+    charge_soc_curve: str = "85:100, 90:50, 95:20, 98:10"  # fullest unit's SoC %
+    discharge_soc_curve: str = "5:10, 10:20, 15:50, 20:100"  # emptiest unit's SoC %
+    bms_states_block: bool = True  # a unit's High/Low/abnormal state words stop charge (or discharge)
+    current_recovery_hold: float = 30.0  # s after a CCL/DCL reduction before it may rise
+    current_recovery_rate: float = 0.5  # A/s per battery online at which CCL/DCL rise
+    stale_charge_grace: float = 0.0  # s CCL is held without data (only if the last highest cell was in full-current range)
+    stale_discharge_grace: float = 600.0  # s DCL is held without data (only if the last lowest cell was in full-current range)
+    # Alarms
+    low_soc_warning: float = 10.0  # %
+    low_soc_alarm: float = 5.0  # %
+    imbalance_warning: float = 0.100  # V cell spread
+    imbalance_alarm: float = 0.200  # V
+
+    @staticmethod
+    def parse_curve(text: str) -> Tuple[Tuple[float, float], ...]:
+        """``"3.40:100, 3.45:25"`` -> ((3.40, 100.0), (3.45, 25.0)); ValueError says what is wrong."""
+        points: List[Tuple[float, float]] = []
+        for part in text.split(","):
+            x_text, sep, pct_text = part.strip().rpartition(":")
+            try:
+                if not sep:
+                    raise ValueError
+                x, pct = float(x_text), float(pct_text)
+            except ValueError:
+                raise ValueError("%r is not a point like 3.45:25 (value:percent)" % part.strip()) from None
+            if not 0.0 <= pct <= 100.0:
+                raise ValueError("percent must be 0 to 100, got %s in %r" % (pct_text, part.strip()))
+            if points and x <= points[-1][0]:
+                raise ValueError("values must rise from point to point, got %s after %s" % (x_text, points[-1][0]))
+            points.append((x, pct))
+        if len(points) < 2:
+            raise ValueError("needs at least two points, like \"3.40:100, 3.55:0\"")
+        return tuple(points)
+
+    @staticmethod
+    def curve_problem(text: str) -> Optional[str]:
+        try:
+            ChargeConfig.parse_curve(text)
+        except ValueError as exc:
+            return str(exc)
+        return None
 
 
 @dataclass(frozen=True)
 class HomeAssistantConfig:
     """Home Assistant MQTT discovery (homeassistant.py)."""
 
-    enabled: bool = True
+    enabled: bool = True  # publish state and availability for Home Assistant
+    discovery: bool = True  # announce the entities; false = states only, for homeassistant/pylon-batteries.yaml
     discovery_prefix: str = "homeassistant"
+    status_topic: str = ""  # Home Assistant's birth / will topic; empty = <discovery_prefix>/status
+    bank_id: str = "pylontech"  # starts every device id, unique id and entity id; [a-z0-9_]; change = new entities
+    bank_name: str = "Battery bank"  # the bank device's name in Home Assistant
+    expire_after: int = 0  # seconds without a state before values show unavailable; 0 = 3 x reading_freq, >= 30
+    remove_after: float = 86400.0  # seconds an absent unit keeps its entities (only when battery.addresses is empty)
+
+
+@dataclass(frozen=True)
+class DatabaseTlsConfig:
+    enabled: bool = False
+    ca_file: str = ""  # empty = the system's CA store
+    cert_file: str = ""  # client certificate (only when the server asks for one)
+    key_file: str = ""
+    insecure: bool = False  # skip certificate and host-name checks (self-signed test servers)
 
 
 @dataclass(frozen=True)
@@ -108,11 +196,18 @@ class DatabaseConfig:
     user: str = "extra200"
     password: str = ""
     database: str = "extra200tomqtt"
+    tls: DatabaseTlsConfig = field(default_factory=DatabaseTlsConfig)
+    connect_timeout: float = 10.0  # seconds
+    timeout: float = 30.0  # seconds one read or write may take before the connection counts as lost
+    cells: bool = True  # cell rows (columns by cells.level) whenever a fresh "bat N" was read
+    events: bool = True  # event changes (events.py)
+    spool_dir: str = ""  # rows waiting for the database; empty = <state_dir>/database-spool
+    spool_max_mb: float = 100.0  # when full, the oldest waiting rows are dropped (logged)
 
 
 @dataclass(frozen=True)
 class StatusFileConfig:
-    """Optional JSON status file (statusfile.py)."""
+    """Optional JSON status file (statusfile.py), rewritten atomically every poll."""
 
     enabled: bool = False
     path: str = "/run/extra200tomqtt/status.json"
@@ -124,6 +219,11 @@ class EventsConfig:
 
     enabled: bool = True
     level: str = "warning"  # info / warning: the lowest level written to the events log
+    log_path: str = ""  # empty = battery_events.log beside the main log (else in state_dir)
+    max_size_kb: int = 1000  # the events log rotates at this size ...
+    max_files: int = 5  # ... keeping this many old files
+    cell_snapshots: bool = True  # with each logged change, the unit's cells as a table
+    catalogue_file: str = ""  # YAML/JSON file adding to or overriding event names and levels
 
 
 @dataclass(frozen=True)
@@ -183,6 +283,25 @@ def _addresses(value: Tuple[int, ...]) -> Optional[str]:
     return None
 
 
+def _topic(optional: bool) -> Callable[[Any], Optional[str]]:
+    """An MQTT topic used literally: no wildcards, no empty first or last level (or empty, when optional)."""
+
+    def check(value: str) -> Optional[str]:
+        if optional and not value:
+            return None
+        if not value or "+" in value or "#" in value or value.startswith("/") or value.endswith("/"):
+            return "must be an MQTT topic without wildcards or leading / trailing /, got %r" % value
+        return None
+
+    return check
+
+
+def _identifier(value: str) -> Optional[str]:
+    if not value or any(c not in "abcdefghijklmnopqrstuvwxyz0123456789_" for c in value):
+        return "must be lower-case letters, digits and _ only, got %r" % value
+    return None
+
+
 _CHECKS: Dict[str, Callable[[Any], Optional[str]]] = {
     "mqtt.port": _between(1, 65535),
     "mqtt.keepalive": _between(5, 3600),
@@ -198,12 +317,57 @@ _CHECKS: Dict[str, Callable[[Any], Optional[str]]] = {
     "battery.max_charge_voltage": _between(40.0, 58.4),
     "battery.max_charge_current": _between(0, 500),
     "battery.max_discharge_current": _between(0, 500),
+    "charge.bulk_cell_voltage": _between(3.30, 3.60),
+    "charge.float_cell_voltage": _between(3.20, 3.45),
+    "charge.max_cell_voltage": _between(3.40, 3.65),
+    "charge.max_cell_voltage_margin": _between(0.0, 0.1),
+    "charge.absorption_time": _between(0, 86400),
+    "charge.balanced_cell_spread": _between(0.001, 0.2),
+    "charge.target_cell_margin": _between(0.0, 0.05),
+    "charge.absorption_cancel_cell_drop": _between(0.005, 0.2),
+    "charge.rebulk_soc": _between(0, 100),
+    "charge.rebulk_cell_spread": _between(0.01, 1.0),
+    "charge.cvl_recovery_hold": _between(0, 3600),
+    "charge.cvl_recovery_rate": _between(0.0001, 1.0),
+    "charge.charge_cutoff_cell_voltage": _between(3.40, 3.65),
+    "charge.discharge_cutoff_cell_voltage": _between(2.50, 3.20),
+    "charge.charge_cell_voltage_curve": ChargeConfig.curve_problem,
+    "charge.discharge_cell_voltage_curve": ChargeConfig.curve_problem,
+    "charge.charge_min_temperature": _between(-20, 20),
+    "charge.charge_max_temperature": _between(20, 60),
+    "charge.charge_temperature_curve": ChargeConfig.curve_problem,
+    "charge.discharge_min_temperature": _between(-30, 10),
+    "charge.discharge_max_temperature": _between(30, 70),
+    "charge.discharge_temperature_curve": ChargeConfig.curve_problem,
+    "charge.electronics_temperature_curve": ChargeConfig.curve_problem,
+    "charge.charge_soc_curve": ChargeConfig.curve_problem,
+    "charge.discharge_soc_curve": ChargeConfig.curve_problem,
+    "charge.current_recovery_hold": _between(0, 3600),
+    "charge.current_recovery_rate": _between(0.01, 100),
+    "charge.stale_charge_grace": _between(0, 300),
+    "charge.stale_discharge_grace": _between(0, 86400),
+    "charge.low_soc_warning": _between(0, 100),
+    "charge.low_soc_alarm": _between(0, 100),
+    "charge.imbalance_warning": _between(0.01, 1.0),
+    "charge.imbalance_alarm": _between(0.01, 1.0),
     "logging.level": _one_of("DEBUG", "INFO", "WARNING", "ERROR", "CRITICAL"),
     "logging.file_max_size_kb": _between(10, 1024 * 1024),
     "logging.file_max_files": _between(1, 100),
     "database.port": _between(1, 65535),
+    "database.connect_timeout": _between(1, 300),
+    "database.timeout": _between(1, 3600),
+    "database.spool_max_mb": _between(1, 100000),
+    "status_file.path": lambda v: None if v.strip() else "must name a file",
     "events.level": _one_of("info", "warning"),
+    "events.max_size_kb": _between(10, 1024 * 1024),
+    "events.max_files": _between(1, 100),
     "cells.level": _one_of("off", "low", "medium", "high"),
+    "homeassistant.discovery_prefix": _topic(optional=False),
+    "homeassistant.status_topic": _topic(optional=True),
+    "homeassistant.bank_id": _identifier,
+    "homeassistant.bank_name": lambda v: None if v.strip() else "must not be empty",
+    "homeassistant.expire_after": _between(0, 86400),
+    "homeassistant.remove_after": _between(60, 365 * 86400),
 }
 
 

@@ -15,6 +15,7 @@ and once when they end:
 """
 
 import logging
+import os
 import sys
 import threading
 import time
@@ -24,6 +25,8 @@ from typing import Any, Dict, List, Optional
 from .charge_limits import ChargeController, ChargeLimits
 from .config import Config
 from .derive import BankSummary, summarize_bank
+from .energy import ENERGY_FILE, EnergyCounters
+from .homeassistant import HomeAssistantPublisher
 from .model import Bank
 from .mqtt import MqttLink
 from .poller import BankReader, PollFailed
@@ -70,6 +73,8 @@ class Daemon:
         self.controller = ChargeController(config.charge, config.battery)
         self.link: Optional[MqttLink] = None
         self.victron: Optional[VictronPublisher] = None
+        self.energy = EnergyCounters(os.path.join(state_dir, ENERGY_FILE))
+        self.ha: Optional[HomeAssistantPublisher] = None
         self.last_good: Optional[float] = None
         self.stale = True
         self.polls_ok = 0
@@ -92,12 +97,20 @@ class Daemon:
             return
         self.link = MqttLink(mqtt, self.config.client_id)
         self.victron = VictronPublisher(self._publish_json, mqtt.topic_base, mqtt.per_battery_topics)
+        if self.config.homeassistant.enabled:
+            self.ha = HomeAssistantPublisher(self.config, self.link.publish, self.link.subscribe,
+                                             self.link.availability_topic, self.state_dir)
+            self.link.add_connect_hook(self.ha.on_connect)
+            self.ha.start()
         self.link.start()
 
     def _publish_json(self, topic: str, payload: str) -> bool:
         return self.link.publish(topic, payload) if self.link is not None else False
 
     def stop_outputs(self) -> None:
+        if self.ha is not None:
+            self.ha.close()
+        self.energy.save()
         if self.link is not None:
             self.link.stop()
         self.console.close()
@@ -185,6 +198,10 @@ class Daemon:
             self.link.set_available(not stale)
 
     def publish(self, outcome: PollOutcome) -> None:
+        self.energy.update(outcome.summary, outcome.wall_time, bank=outcome.bank)
+        self.energy.save_if_due(outcome.wall_time, 60)
+        if self.ha is not None:
+            self.ha.update(outcome.bank, outcome.summary, outcome.limits, self.energy.snapshot(), outcome.wall_time)
         if self.victron is not None and outcome.fresh:
             # the one-per-second rule counts from the moment of sending, not the poll's start
             self.victron.update(outcome.summary, outcome.limits, len(outcome.bank.missing),
@@ -196,6 +213,7 @@ class Daemon:
 
     # -- the loop --------------------------------------------------------------
     def run(self, stop: threading.Event) -> int:
+        self.energy.load()
         self.start_outputs()
         logger.info("polling %s every %.1f s; MQTT %s", self.port, self.config.serial.reading_freq,
                     self.link.broker if self.link else "off")

@@ -1,0 +1,1140 @@
+"""Home Assistant: MQTT device discovery, availability and state for the bank and each battery.
+
+The rules come from the shared notes ``home-assistant-discovery.md`` (checked
+against a running Home Assistant 2026.11):
+
+* device-based discovery: one retained QoS 1 config per device on
+  ``<prefix>/device/<id>/config`` with ``dev``, ``o`` (origin) and ``cmps``;
+  one device for the bank and one per battery (``via_device`` the bank);
+* identities that survive restarts and re-cabling: a battery is identified by
+  its barcode where the console gives one, else by bank id and address;
+* correct device_class / unit / state_class triples, ``suggested_display_precision``,
+  ``entity_category: diagnostic`` for secondary data, ``default_entity_id`` with
+  its ``sensor.`` domain, per-cell entities disabled by default;
+* availability: the daemon's retained ``online``/``offline`` (last will) plus one
+  topic per battery, ``availability_mode: all``; ``expire_after`` on every
+  entity so values go unavailable when polling stops;
+* configs re-sent when Home Assistant announces ``online`` on its status topic
+  and after every reconnect; entities that no longer exist are removed (a
+  whole device: empty retained config; one component: reduced to
+  ``{"p": "sensor"}``, as simply omitting it does not remove it);
+* one JSON state message per device per poll, never within a second of a new
+  config (Home Assistant subscribes in batches and would drop it).
+
+The same entity tables produce the manual YAML (``render_manual_yaml``) for
+users who prefer ``mqtt: sensor: !include pylon-batteries.yaml`` and the
+sample dashboard (``render_dashboard_yaml``).  Topics for state and
+availability are by address (``<topic_base>/homeassistant/battery_<N>/state``),
+so the YAML and discovery read the same messages; only the identities differ.
+
+What has been announced is recorded in ``<state_dir>/homeassistant.json``, so
+after a restart the daemon can still remove a battery that vanished while it
+was down, or components of a lowered cell level.
+"""
+
+import json
+import logging
+import os
+import random
+import re
+import threading
+import time
+from dataclasses import dataclass, field
+from typing import Any, Callable, Dict, Iterable, List, Optional, Sequence, Tuple
+
+import yaml
+
+from . import __version__
+from .config import Config, HomeAssistantConfig
+from .derive import BankSummary, Extreme, UnitSummary
+from .energy import EMPTY_SNAPSHOT, EnergySnapshot, EnergyTotals, read_json, stored_energy_wh, write_json_atomic
+from .model import Bank, Battery, CellRow
+
+logger = logging.getLogger(__name__)
+
+ORIGIN_NAME = "extra200tomqtt"
+RECORD_FILE = "homeassistant.json"
+LEVELS = ("off", "low", "medium", "high")
+CONFIG_SETTLE = 1.0  # seconds between a new discovery config and the first state for it
+MAX_STATE_LENGTH = 255  # Home Assistant turns longer states into "unknown"
+MIN_EXPIRE_AFTER = 30  # seconds
+MIN_CURRENT_FOR_TIME = 0.5  # A; below this no time to full / empty is given
+RECORD_REFRESH = 600.0  # seconds between record writes that only refresh "last seen"
+DEFAULT_BANK_ID = HomeAssistantConfig.bank_id
+DEFAULT_BANK_NAME = HomeAssistantConfig.bank_name
+
+PublishFn = Callable[..., bool]  # publish(topic, payload, qos=0, retain=False) -> bool
+SubscribeFn = Callable[[str, Callable[[str, bytes], None]], None]
+EventText = Callable[[Battery], Optional[str]]
+
+STATE_OPTIONS = ("Charging", "Discharging", "Idle", "Balancing", "Error", "Other")
+_STATE_WORDS = {"charge": "Charging", "dischg": "Discharging", "discharge": "Discharging", "idle": "Idle",
+                "balance": "Balancing", "syserror": "Error", "error": "Error"}
+YES_NO = ("Yes", "No")
+_MANUFACTURERS = {"pylon": "Pylontech", "pytes": "Pytes"}
+
+# device_class -> unit for the measurement kinds used here (see the discovery notes, section 7)
+_KINDS = {
+    "voltage": ("voltage", "V"),
+    "current": ("current", "A"),
+    "power": ("power", "W"),
+    "temperature": ("temperature", "°C"),
+    "percent": ("battery", "%"),
+    "energy_storage": ("energy_storage", "Wh"),
+    "duration": ("duration", "s"),
+    "charge": (None, "Ah"),  # Home Assistant has no device class for ampere-hours
+    "count": (None, None),
+}
+
+# Abbreviations for discovery payloads, all from Home Assistant's abbreviation table.
+_ABBREVIATIONS = {
+    "platform": "p", "unique_id": "uniq_id", "default_entity_id": "def_ent_id", "device_class": "dev_cla",
+    "unit_of_measurement": "unit_of_meas", "state_class": "stat_cla", "suggested_display_precision": "sug_dsp_prc",
+    "entity_category": "ent_cat", "enabled_by_default": "en", "expire_after": "exp_aft", "value_template": "val_tpl",
+    "state_topic": "stat_t", "availability": "avty", "availability_mode": "avty_mode", "topic": "t",
+    "identifiers": "ids", "manufacturer": "mf", "model": "mdl", "sw_version": "sw", "hw_version": "hw",
+    "serial_number": "sn", "support_url": "url",
+}
+
+
+# -- entity tables -------------------------------------------------------------
+
+@dataclass(frozen=True)
+class Entity:
+    """One sensor: how Home Assistant shows it and where its value comes from."""
+
+    key: str  # component id, JSON state key, suffix of unique id and entity id
+    name: str
+    value: Callable[[Any], Any]  # view -> value (None = unknown)
+    device_class: Optional[str] = None
+    unit: Optional[str] = None
+    state_class: Optional[str] = None
+    precision: Optional[int] = None
+    diagnostic: bool = False
+    enabled: bool = True
+    options: Tuple[str, ...] = ()
+    optional: bool = False  # announced once the firmware has reported a value
+
+
+def _measure(kind: str, key: str, name: str, value: Callable[[Any], Any], precision: int, **extra: Any) -> Entity:
+    device_class, unit = _KINDS[kind]
+    return Entity(key, name, value, device_class, unit, "measurement", precision, **extra)
+
+
+def _energy(key: str, name: str, value: Callable[[Any], Any]) -> Entity:
+    return Entity(key, name, value, "energy", "kWh", "total_increasing", 2)
+
+
+def _text(key: str, name: str, value: Callable[[Any], Any], **extra: Any) -> Entity:
+    return Entity(key, name, value, **extra)
+
+
+def _enum(key: str, name: str, value: Callable[[Any], Any], options: Tuple[str, ...], **extra: Any) -> Entity:
+    return Entity(key, name, value, device_class="enum", options=options, **extra)
+
+
+@dataclass(frozen=True)
+class UnitView:
+    """What a battery's entities read."""
+
+    battery: Battery
+    unit: UnitSummary
+    energy: Optional[EnergyTotals]
+    stored_wh: Optional[float]
+    events: Optional[str]
+
+
+@dataclass(frozen=True)
+class BankView:
+    """What the bank's entities read."""
+
+    summary: BankSummary
+    limits: Any  # charge_limits.ChargeLimits or None (duck-typed, see the attributes read below)
+    energy: Optional[EnergyTotals]
+    stored_wh: Optional[float]
+
+
+def _negated(value: Optional[float]) -> Optional[float]:
+    """Home Assistant's battery power sign: + discharging (the console's is + charging)."""
+    return None if value is None else 0.0 - value
+
+
+def _extreme_value(extreme: Optional[Extreme]) -> Optional[float]:
+    return extreme.value if extreme is not None else None
+
+
+def _extreme_id(extreme: Optional[Extreme]) -> Optional[str]:
+    return extreme.id if extreme is not None and extreme.cell is not None else None
+
+
+def _charged(energy: Optional[EnergyTotals]) -> Optional[float]:
+    return energy.charged_kwh if energy is not None else None
+
+
+def _discharged(energy: Optional[EnergyTotals]) -> Optional[float]:
+    return energy.discharged_kwh if energy is not None else None
+
+
+def clip_text(text: Optional[str]) -> Optional[str]:
+    """A text state Home Assistant accepts: at most 255 characters, never the word it reads as unknown."""
+    if text is None:
+        return None
+    text = text.strip()
+    if text == "None":
+        return "none"
+    return text if len(text) <= MAX_STATE_LENGTH else text[: MAX_STATE_LENGTH - 1] + "…"
+
+
+def battery_state(battery: Battery) -> Optional[str]:
+    """The ``Base.St`` column as one of ``STATE_OPTIONS``."""
+    row = battery.row
+    if row is None or not row.present or not row.base_state:
+        return None
+    return _STATE_WORDS.get(row.base_state.strip().lower(), "Other")
+
+
+_STATUS_LABELS = (
+    ("voltage_state", "Voltage"),
+    ("current_state", "Current"),
+    ("temperature_state", "Temperature"),
+    ("battery_voltage_state", "Cell voltage"),
+    ("battery_temperature_state", "Cell temperature"),
+    ("mos_temperature_state", "MOS temperature"),
+    ("system_alarm_state", "System alarm"),
+)
+_QUIET = {"", "normal", "-"}
+
+
+def battery_alarms(battery: Battery) -> Optional[str]:
+    """The unit's status columns that are not normal, as text (``Voltage high, Cell temperature low``), or ``OK``."""
+    row = battery.row
+    if row is None or not row.present:
+        return None
+    parts: List[str] = []
+    if battery_state(battery) == "Error":
+        parts.append("System error (%s)" % row.base_state)
+    for attr, label in _STATUS_LABELS:
+        value = getattr(row, attr)
+        if value is not None and value.strip().lower() not in _QUIET:
+            parts.append("%s %s" % (label, value.strip().lower()))
+    detail = battery.detail
+    if detail is not None and detail.soh_state and detail.soh_state.strip().lower() not in _QUIET:
+        parts.append("State of health %s" % detail.soh_state.strip().lower())
+    return clip_text(", ".join(parts)) if parts else "OK"
+
+
+def default_event_text(battery: Battery) -> Optional[str]:
+    """The ``pwr N`` event words as hex (``Power events 0x2000``), or ``No events``; None before ``pwr N`` was read."""
+    detail = battery.detail
+    if detail is None:
+        return None
+    parts = ["%s 0x%X" % (label, value) for label, value in
+             (("Battery events", detail.bat_events), ("Power events", detail.power_events),
+              ("System fault", detail.system_fault)) if value]
+    return clip_text(", ".join(parts)) if parts else "No events"
+
+
+_SPECIAL_WORDS = {"soc": "SoC", "soh": "SoH", "bms": "BMS", "mos": "MOS"}
+
+
+def readable_name(name: str) -> str:
+    """``HighCellVoltage`` / ``high_cell_voltage`` -> ``High cell voltage``; ``LowSoc`` -> ``Low SoC``."""
+    words = re.findall(r"[A-Z]+(?![a-z])|[A-Z]?[a-z]+|\d+", name.replace("_", " "))
+    if not words:
+        return name
+    out = [_SPECIAL_WORDS.get(w.lower(), w.lower()) for w in words]
+    out[0] = out[0][0].upper() + out[0][1:]
+    return " ".join(out)
+
+
+def limit_alarms(limits: Any) -> Optional[str]:
+    """The charge-control alarms (0 ok, 1 warning, 2 alarm) that are raised, as text, or ``OK``."""
+    alarms = getattr(limits, "alarms", None) if limits is not None else None
+    if alarms is None:
+        return None
+    active = ["%s (%s)" % (readable_name(name), "alarm" if level >= 2 else "warning")
+              for name, level in sorted(alarms.items()) if level]
+    return clip_text(", ".join(active)) if active else "OK"
+
+
+def limit_reasons(limits: Any) -> Optional[str]:
+    if limits is None:
+        return None
+    parts = ["%s: %s" % (label, getattr(limits, attr)) for label, attr in
+             (("CVL", "voltage_reason"), ("CCL", "charge_reason"), ("DCL", "discharge_reason"))
+             if getattr(limits, attr, None)]
+    return clip_text("; ".join(parts)) if parts else None
+
+
+def _limit(attr: str) -> Callable[[BankView], Any]:
+    def value(view: BankView) -> Any:
+        return getattr(view.limits, attr, None) if view.limits is not None else None
+
+    return value
+
+
+def _permission(attr: str) -> Callable[[BankView], Optional[str]]:
+    def value(view: BankView) -> Optional[str]:
+        allowed = getattr(view.limits, attr, None) if view.limits is not None else None
+        return None if allowed is None else ("Yes" if allowed else "No")
+
+    return value
+
+
+def time_to_empty(summary: BankSummary) -> Optional[float]:
+    """Seconds until empty at the present discharge current; None when not discharging."""
+    if summary.remaining is None or summary.current is None or summary.current > -MIN_CURRENT_FOR_TIME:
+        return None
+    return float(round(summary.remaining / -summary.current * 3600.0))
+
+
+def time_to_full(summary: BankSummary) -> Optional[float]:
+    """Seconds until full at the present charge current (an estimate: the current falls near full)."""
+    if summary.remaining is None or summary.capacity is None or summary.current is None:
+        return None
+    if summary.current < MIN_CURRENT_FOR_TIME:
+        return None
+    return float(round(max(summary.capacity - summary.remaining, 0.0) / summary.current * 3600.0))
+
+
+def _cell(battery: Battery, index: int) -> Optional[CellRow]:
+    if battery.cells is None:
+        return None
+    rows = battery.cells.cells
+    if 0 <= index < len(rows) and rows[index].index == index:  # the usual table: rows in index order
+        return rows[index]
+    for row in rows:
+        if row.index == index:
+            return row
+    return None
+
+
+def _cell_value(index: int, attr: str, convert: Callable[[Any], Any] = lambda v: v) -> Callable[[UnitView], Any]:
+    def value(view: UnitView) -> Any:
+        row = _cell(view.battery, index)
+        raw = getattr(row, attr) if row is not None else None
+        return convert(raw) if raw is not None else None
+
+    return value
+
+
+def _yes_no(flag: bool) -> str:
+    return "Yes" if flag else "No"
+
+
+def _cell_average(view: UnitView) -> Optional[float]:
+    volts = [v for v in view.unit.cell_voltages if v is not None]
+    return round(sum(volts) / len(volts), 4) if volts else None
+
+
+def _cells_balancing(view: UnitView) -> Optional[int]:
+    if view.battery.cells is None:
+        return None
+    flags = [c.balancing for c in view.battery.cells.cells if c.balancing is not None]
+    return sum(1 for f in flags if f) if flags else None
+
+
+BANK_ENTITIES: Tuple[Entity, ...] = (
+    _measure("voltage", "voltage", "Voltage", lambda v: v.summary.voltage, 2),
+    _measure("current", "current", "Current", lambda v: v.summary.current, 1),
+    _measure("power", "power", "Power", lambda v: _negated(v.summary.power), 0),
+    _measure("percent", "soc", "State of charge", lambda v: v.summary.soc, 0),
+    _measure("temperature", "temperature", "Temperature", lambda v: v.summary.temperature, 1),
+    _measure("temperature", "cell_temperature_min", "Cell temperature min",
+             lambda v: _extreme_value(v.summary.cell_temp_min), 1, optional=True),
+    _measure("temperature", "cell_temperature_max", "Cell temperature max",
+             lambda v: _extreme_value(v.summary.cell_temp_max), 1, optional=True),
+    _measure("temperature", "mos_temperature", "MOS temperature max", lambda v: v.summary.mos_temperature, 1,
+             diagnostic=True, optional=True),
+    _measure("voltage", "cell_voltage_min", "Cell voltage min", lambda v: _extreme_value(v.summary.cell_voltage_min),
+             3, diagnostic=True, optional=True),
+    _measure("voltage", "cell_voltage_max", "Cell voltage max", lambda v: _extreme_value(v.summary.cell_voltage_max),
+             3, diagnostic=True, optional=True),
+    _measure("voltage", "cell_voltage_delta", "Cell voltage delta", lambda v: v.summary.cell_voltage_delta, 3,
+             diagnostic=True, optional=True),
+    _text("cell_voltage_min_id", "Cell voltage min cell", lambda v: _extreme_id(v.summary.cell_voltage_min),
+          diagnostic=True, optional=True),
+    _text("cell_voltage_max_id", "Cell voltage max cell", lambda v: _extreme_id(v.summary.cell_voltage_max),
+          diagnostic=True, optional=True),
+    _measure("charge", "capacity", "Capacity", lambda v: v.summary.capacity, 0, diagnostic=True, optional=True),
+    _measure("charge", "remaining_capacity", "Remaining capacity", lambda v: v.summary.remaining, 1, optional=True),
+    _measure("energy_storage", "stored_energy", "Stored energy", lambda v: v.stored_wh, 0, optional=True),
+    _energy("energy_charged", "Energy charged", lambda v: _charged(v.energy)),
+    _energy("energy_discharged", "Energy discharged", lambda v: _discharged(v.energy)),
+    _measure("duration", "time_to_empty", "Time to empty", lambda v: time_to_empty(v.summary), 0),
+    _measure("duration", "time_to_full", "Time to full", lambda v: time_to_full(v.summary), 0),
+    Entity("cycle_count", "Cycle count max", lambda v: v.summary.cycle_count, state_class="total_increasing",
+           precision=0, diagnostic=True, optional=True),
+    _measure("percent", "state_of_health", "State of health min", lambda v: v.summary.soh, 0,
+             diagnostic=True, optional=True),
+    _measure("count", "units_online", "Units online", lambda v: v.summary.units_online, 0),
+    _measure("voltage", "charge_voltage_limit", "Charge voltage limit", _limit("charge_voltage"), 2, optional=True),
+    _measure("current", "charge_current_limit", "Charge current limit", _limit("charge_current"), 1, optional=True),
+    _measure("current", "discharge_current_limit", "Discharge current limit", _limit("discharge_current"), 1,
+             optional=True),
+    _enum("charge_allowed", "Charging allowed", _permission("allow_charge"), YES_NO, optional=True),
+    _enum("discharge_allowed", "Discharging allowed", _permission("allow_discharge"), YES_NO, optional=True),
+    _text("charge_mode", "Charge mode", lambda v: clip_text(_limit("mode")(v)), diagnostic=True, optional=True),
+    _text("limit_reasons", "Charge limit reasons", lambda v: limit_reasons(v.limits), diagnostic=True, optional=True),
+    _text("alarms", "Alarms", lambda v: limit_alarms(v.limits), diagnostic=True, optional=True),
+)
+
+BATTERY_ENTITIES: Tuple[Entity, ...] = (
+    _measure("voltage", "voltage", "Voltage", lambda v: v.unit.voltage, 2),
+    _measure("current", "current", "Current", lambda v: v.unit.current, 2),
+    _measure("power", "power", "Power", lambda v: _negated(v.unit.power), 0),
+    _measure("percent", "soc", "State of charge", lambda v: v.unit.soc, 0),
+    _measure("temperature", "temperature", "Temperature", lambda v: v.unit.temperature, 1),
+    _measure("temperature", "cell_temperature_min", "Cell temperature min",
+             lambda v: _extreme_value(v.unit.cell_temp_min), 1, optional=True),
+    _measure("temperature", "cell_temperature_max", "Cell temperature max",
+             lambda v: _extreme_value(v.unit.cell_temp_max), 1, optional=True),
+    _measure("temperature", "mos_temperature", "MOS temperature", lambda v: v.unit.mos_temperature, 1,
+             diagnostic=True, optional=True),
+    _enum("state", "State", lambda v: battery_state(v.battery), STATE_OPTIONS, diagnostic=True),
+    _measure("voltage", "cell_voltage_min", "Cell voltage min", lambda v: _extreme_value(v.unit.cell_voltage_min), 3,
+             diagnostic=True, optional=True),
+    _measure("voltage", "cell_voltage_max", "Cell voltage max", lambda v: _extreme_value(v.unit.cell_voltage_max), 3,
+             diagnostic=True, optional=True),
+    _measure("voltage", "cell_voltage_delta", "Cell voltage delta", lambda v: v.unit.cell_voltage_delta, 3,
+             diagnostic=True, optional=True),
+    _text("cell_voltage_min_id", "Cell voltage min cell", lambda v: _extreme_id(v.unit.cell_voltage_min),
+          diagnostic=True, optional=True),
+    _text("cell_voltage_max_id", "Cell voltage max cell", lambda v: _extreme_id(v.unit.cell_voltage_max),
+          diagnostic=True, optional=True),
+    _measure("charge", "capacity", "Capacity", lambda v: v.unit.capacity, 0, diagnostic=True, optional=True),
+    _measure("charge", "remaining_capacity", "Remaining capacity", lambda v: v.unit.remaining, 1, optional=True),
+    _measure("energy_storage", "stored_energy", "Stored energy", lambda v: v.stored_wh, 0, optional=True),
+    _energy("energy_charged", "Energy charged", lambda v: _charged(v.energy)),
+    _energy("energy_discharged", "Energy discharged", lambda v: _discharged(v.energy)),
+    Entity("cycle_count", "Cycle count", lambda v: v.unit.cycle_count, state_class="total_increasing", precision=0,
+           diagnostic=True, optional=True),
+    _measure("percent", "state_of_health", "State of health", lambda v: v.unit.soh, 0, diagnostic=True,
+             optional=True),
+    _text("alarms", "Alarms", lambda v: battery_alarms(v.battery), diagnostic=True),
+    _text("events", "Events", lambda v: clip_text(v.events), diagnostic=True, optional=True),
+)
+
+# Per-battery cell statistics from the cell table (cells.level medium and high).
+CELL_STATISTICS: Tuple[Entity, ...] = (
+    _measure("voltage", "cell_voltage_average", "Cell voltage average", _cell_average, 3, diagnostic=True),
+    _measure("count", "cells_balancing", "Cells balancing", _cells_balancing, 0, diagnostic=True),
+)
+
+
+def cell_entities(number: int, level: str) -> List[Entity]:
+    """The entities of cell ``number`` (1-based, console index ``number - 1``) at a cell level; disabled by default."""
+    if level not in LEVELS or level == "off":
+        return []
+    index = number - 1
+    prefix = "cell_%d_" % number
+    label = "Cell %d " % number
+    off = {"enabled": False}
+    entities = [_measure("voltage", prefix + "voltage", label + "voltage", _cell_value(index, "voltage"), 3, **off)]
+    if level in ("medium", "high"):
+        entities += [
+            _measure("temperature", prefix + "temperature", label + "temperature",
+                     _cell_value(index, "temperature"), 1, **off),
+            _text(prefix + "state", label + "state", _cell_value(index, "base_state", clip_text), **off),
+        ]
+    if level == "high":
+        entities += [
+            _text(prefix + "voltage_state", label + "voltage state", _cell_value(index, "voltage_state", clip_text),
+                  **off),
+            _text(prefix + "current_state", label + "current state", _cell_value(index, "current_state", clip_text),
+                  **off),
+            _text(prefix + "temperature_state", label + "temperature state",
+                  _cell_value(index, "temperature_state", clip_text), **off),
+            _measure("current", prefix + "current", label + "current", _cell_value(index, "current"), 2, **off),
+            _measure("percent", prefix + "soc", label + "state of charge", _cell_value(index, "soc"), 0, **off),
+            _measure("charge", prefix + "coulomb", label + "charge", _cell_value(index, "coulomb"), 2, **off),
+            _text(prefix + "balancing", label + "balancing", _cell_value(index, "balancing", _yes_no), **off),
+        ]
+    return entities
+
+
+def battery_entities(level: str, cells: int) -> List[Entity]:
+    """Every entity of one battery at a cell level with ``cells`` cells."""
+    entities = list(BATTERY_ENTITIES)
+    if level in ("medium", "high"):
+        entities += CELL_STATISTICS
+    for number in range(1, cells + 1):
+        entities += cell_entities(number, level)
+    return entities
+
+
+# -- names, topics, payload pieces ---------------------------------------------
+
+def safe_id(text: str) -> str:
+    """Only ``[a-zA-Z0-9_-]``: what discovery topics and ids may contain."""
+    return re.sub(r"[^A-Za-z0-9_-]", "_", text.strip()) or "_"
+
+
+def bank_key(bank_id: str) -> str:
+    return "%s_bank" % bank_id
+
+
+def battery_key(bank_id: str, address: int, barcode: Optional[str]) -> str:
+    """The device id of a battery: by barcode where known (stable across re-cabling), else by address."""
+    return "%s_%s" % (bank_id, safe_id(barcode)) if barcode else "%s_battery_%d" % (bank_id, address)
+
+
+def topic_id(address: Optional[int]) -> str:
+    return "bank" if address is None else "battery_%d" % address
+
+
+def state_topic(topic_base: str, address: Optional[int]) -> str:
+    return "%s/homeassistant/%s/state" % (topic_base, topic_id(address))
+
+
+def device_availability_topic(topic_base: str, address: Optional[int]) -> str:
+    return "%s/homeassistant/%s/availability" % (topic_base, topic_id(address))
+
+
+def discovery_topic(prefix: str, device_key: str) -> str:
+    return "%s/device/%s/config" % (prefix, device_key)
+
+
+def daemon_availability_topic(topic_base: str) -> str:
+    """The daemon's retained online/offline topic (``MqttLink.availability_topic``)."""
+    return "%s/status" % topic_base
+
+
+def expire_after_for(config: Config) -> int:
+    """Seconds without a state before Home Assistant shows values as unavailable."""
+    if config.homeassistant.expire_after:
+        return int(config.homeassistant.expire_after)
+    return max(MIN_EXPIRE_AFTER, int(3 * config.serial.reading_freq + 0.999))
+
+
+def component(entity: Entity, unique_prefix: str, entity_prefix: str, expire_after: Optional[int]) -> Dict[str, Any]:
+    """An entity's options with full key names (no platform, topics or device: those depend on the style)."""
+    options: Dict[str, Any] = {
+        "name": entity.name,
+        "unique_id": "%s_%s" % (unique_prefix, entity.key),
+        "default_entity_id": "sensor.%s_%s" % (entity_prefix, entity.key),
+        "value_template": "{{ value_json.%s }}" % entity.key,
+    }
+    if entity.device_class:
+        options["device_class"] = entity.device_class
+    if entity.unit:
+        options["unit_of_measurement"] = entity.unit
+    if entity.state_class:
+        options["state_class"] = entity.state_class
+    if entity.precision is not None:
+        options["suggested_display_precision"] = entity.precision
+    if entity.options:
+        options["options"] = list(entity.options)
+    if entity.diagnostic:
+        options["entity_category"] = "diagnostic"
+    if not entity.enabled:
+        options["enabled_by_default"] = False
+    if expire_after:
+        options["expire_after"] = expire_after
+    return options
+
+
+def abbreviate(options: Dict[str, Any]) -> Dict[str, Any]:
+    """Full key names -> Home Assistant's abbreviations (one level; values unchanged)."""
+    return {_ABBREVIATIONS.get(key, key): value for key, value in options.items()}
+
+
+def entity_prefix(bank_id: str, address: Optional[int]) -> str:
+    """The object-id part of entity ids: ``pylontech_bank``, ``pylontech_battery_2``."""
+    return ("%s_%s" % (bank_id, topic_id(address))).lower()
+
+
+def state_values(entities: Iterable[Entity], view: Any) -> Dict[str, Any]:
+    """The JSON state: every entity's value (None = unknown), floats rounded to 4 decimals."""
+    values: Dict[str, Any] = {}
+    for entity in entities:
+        value = entity.value(view)
+        if isinstance(value, float):
+            value = round(value, 4)
+        values[entity.key] = value
+    return values
+
+
+def _origin() -> Dict[str, Any]:
+    return {"name": ORIGIN_NAME, "sw": __version__}
+
+
+def bank_device(bank_id: str, bank_name: str, with_version: bool) -> Dict[str, Any]:
+    device: Dict[str, Any] = {"identifiers": [bank_key(bank_id)], "name": bank_name, "model": "Battery bank"}
+    if with_version:  # the daemon's version; a static YAML file would soon be wrong
+        device["sw_version"] = __version__
+    return device
+
+
+def battery_device(bank_id: str, key: str, battery: Optional[Battery], address: int) -> Dict[str, Any]:
+    """The device block of one battery: identity, model and firmware from ``info N`` where read."""
+    device: Dict[str, Any] = {"identifiers": [key], "name": "Battery %d" % address}
+    info = battery.info if battery is not None else None
+    row = battery.row if battery is not None else None
+    manufacturer = info.manufacturer if info is not None else None
+    if manufacturer:
+        device["manufacturer"] = _MANUFACTURERS.get(manufacturer.strip().lower(), manufacturer.strip())
+    model = (info.device_name if info is not None else None) or (row.device_type if row is not None else None)
+    if model:
+        device["model"] = model
+    if info is not None and (info.main_soft_version or info.soft_version):
+        device["sw_version"] = info.main_soft_version or info.soft_version
+    if info is not None and info.board_version:
+        device["hw_version"] = info.board_version
+    barcode = battery.barcode if battery is not None else None
+    if barcode:
+        device["serial_number"] = barcode
+    device["via_device"] = bank_key(bank_id)
+    return device
+
+
+# -- the manual YAML and the dashboard -------------------------------------------
+
+class _PlainDumper(yaml.SafeDumper):
+    """Writes a repeated block (the device of every sensor) in full, not as a YAML alias."""
+
+    def ignore_aliases(self, data: Any) -> bool:
+        return True
+
+
+def _yaml(data: Any) -> str:
+    return yaml.dump(data, Dumper=_PlainDumper, sort_keys=False, allow_unicode=True, default_flow_style=False,
+                     width=120)
+
+
+def render_manual_yaml(batteries: int, cells_per_battery: int, level: str, topic_base: str,
+                       bank_id: str = DEFAULT_BANK_ID, bank_name: str = DEFAULT_BANK_NAME,
+                       expire_after: int = MIN_EXPIRE_AFTER) -> str:
+    """Manual MQTT sensor definitions for ``mqtt: sensor: !include pylon-batteries.yaml``.
+
+    The same entities, state topics and entity ids as discovery, for a bank of
+    ``batteries`` units at addresses 1..N; batteries are identified by address
+    (a YAML file cannot know barcodes).  Every optional entity is included.
+    """
+    if level not in LEVELS:
+        raise ValueError("level must be one of %s, got %r" % (", ".join(LEVELS), level))
+    status = daemon_availability_topic(topic_base)
+    sensors: List[Dict[str, Any]] = []
+
+    def add(entities: Sequence[Entity], address: Optional[int], device: Dict[str, Any], unique_prefix: str) -> None:
+        for entity in entities:
+            options = component(entity, unique_prefix, entity_prefix(bank_id, address), expire_after)
+            options["state_topic"] = state_topic(topic_base, address)
+            options["availability"] = [{"topic": status}, {"topic": device_availability_topic(topic_base, address)}]
+            options["availability_mode"] = "all"
+            options["device"] = device
+            sensors.append(options)
+
+    add(BANK_ENTITIES, None, bank_device(bank_id, bank_name, with_version=False), bank_key(bank_id))
+    for address in range(1, batteries + 1):
+        key = battery_key(bank_id, address, None)
+        add(battery_entities(level, cells_per_battery), address, battery_device(bank_id, key, None, address), key)
+    command = "python3 extra200tomqtt.py homeassistant-yaml --batteries %d --cells %d --level %s" % (
+        batteries, cells_per_battery, level)
+    header = [
+        "# Home Assistant MQTT sensors for extra200tomqtt (%d batteries, %d cells each, cell level %s," % (
+            batteries, cells_per_battery, level),
+        "# topic base %s, bank id %s)." % (topic_base, bank_id),
+        "# Generated by: %s" % command,
+        "# Use: mqtt: sensor: !include pylon-batteries.yaml   (Home Assistant 2025.10 or newer)",
+        "# Use this file OR MQTT discovery (homeassistant.enabled), never both: both would create",
+        "# every entity twice.  Per-cell entities are disabled by default; enable them in the UI.",
+        "",
+    ]
+    return "\n".join(header) + _yaml(sensors)
+
+
+def render_dashboard_yaml(batteries: int, bank_id: str = DEFAULT_BANK_ID) -> str:
+    """A Lovelace dashboard (YAML mode) showing the bank and each battery, by the entity ids both styles create."""
+    def bank(key: str) -> str:
+        return "sensor.%s_%s" % (entity_prefix(bank_id, None), key)
+
+    def unit(address: int, key: str) -> str:
+        return "sensor.%s_%s" % (entity_prefix(bank_id, address), key)
+
+    soc_severity = {"red": 0, "yellow": 20, "green": 40}
+    bank_cards: List[Dict[str, Any]] = [
+        {"type": "gauge", "entity": bank("soc"), "name": "Bank state of charge", "min": 0, "max": 100,
+         "severity": soc_severity},
+        {"type": "entities", "title": "Bank", "entities": [
+            bank(k) for k in ("voltage", "current", "power", "temperature", "stored_energy", "remaining_capacity",
+                              "time_to_empty", "time_to_full", "units_online")]},
+        {"type": "entities", "title": "Charge control (sent to Victron)", "entities": [
+            bank(k) for k in ("charge_voltage_limit", "charge_current_limit", "discharge_current_limit",
+                              "charge_allowed", "discharge_allowed", "charge_mode", "alarms")]},
+        {"type": "entities", "title": "Cells", "entities": [
+            bank(k) for k in ("cell_voltage_min", "cell_voltage_min_id", "cell_voltage_max", "cell_voltage_max_id",
+                              "cell_voltage_delta", "cell_temperature_min", "cell_temperature_max")]},
+        {"type": "entities", "title": "Energy", "entities": [bank("energy_charged"), bank("energy_discharged")]},
+        {"type": "history-graph", "title": "Last 24 hours", "hours_to_show": 24,
+         "entities": [bank("power"), bank("soc")]},
+    ]
+    battery_cards: List[Dict[str, Any]] = [
+        {"type": "history-graph", "title": "State of charge", "hours_to_show": 24,
+         "entities": [unit(a, "soc") for a in range(1, batteries + 1)]},
+        {"type": "history-graph", "title": "Cell voltage delta", "hours_to_show": 24,
+         "entities": [unit(a, "cell_voltage_delta") for a in range(1, batteries + 1)]},
+    ]
+    for address in range(1, batteries + 1):
+        battery_cards.append({"type": "entities", "title": "Battery %d" % address, "entities": [
+            unit(address, k) for k in ("soc", "voltage", "current", "power", "temperature", "state",
+                                       "cell_voltage_min", "cell_voltage_max", "cell_voltage_delta", "alarms",
+                                       "energy_charged", "energy_discharged", "cycle_count", "state_of_health")]})
+    dashboard = {
+        "title": "Batteries",
+        "views": [
+            {"title": "Bank", "path": "bank", "icon": "mdi:home-battery", "cards": bank_cards},
+            {"title": "Batteries", "path": "batteries", "icon": "mdi:battery-high", "cards": battery_cards},
+        ],
+    }
+    header = [
+        "# Home Assistant dashboard (YAML mode) for extra200tomqtt: the bank and %d batteries." % batteries,
+        "# Works with MQTT discovery and with pylon-batteries.yaml (same entity ids, bank id %s)." % bank_id,
+        "# Remove rows your firmware does not report (for example cycle count and state of health on Pytes).",
+        "",
+    ]
+    return "\n".join(header) + _yaml(dashboard)
+
+
+# -- the publisher ---------------------------------------------------------------
+
+@dataclass
+class _Record:
+    """What was announced for one device (persisted)."""
+
+    topic: str
+    address: Optional[int]
+    barcode: Optional[str]
+    components: List[str] = field(default_factory=list)
+    removed: List[str] = field(default_factory=list)  # sent as {"p": "sensor"} until the device goes
+    last_seen: float = 0.0
+
+    def to_json(self) -> Dict[str, Any]:
+        return {"topic": self.topic, "address": self.address, "barcode": self.barcode,
+                "components": self.components, "removed": self.removed, "last_seen": self.last_seen}
+
+    @classmethod
+    def from_json(cls, data: Dict[str, Any]) -> Optional["_Record"]:
+        topic = data.get("topic")
+        address = data.get("address")
+        if not isinstance(topic, str) or not (address is None or isinstance(address, int)):
+            return None
+        barcode = data.get("barcode") if isinstance(data.get("barcode"), str) else None
+        components = [c for c in data.get("components") or [] if isinstance(c, str)]
+        removed = [c for c in data.get("removed") or [] if isinstance(c, str)]
+        seen = data.get("last_seen")
+        return cls(topic, address, barcode, components, removed, float(seen) if isinstance(seen, (int, float)) else 0.0)
+
+
+@dataclass
+class _Device:
+    """One device as this poll sees it."""
+
+    key: str
+    address: Optional[int]
+    barcode: Optional[str]
+    device: Dict[str, Any]
+    entities: List[Entity]
+    values: Dict[str, Any]
+    available: bool
+
+
+class HomeAssistantPublisher:
+    """Announces, updates and removes the Home Assistant devices of one bank.
+
+    Wiring (the daemon): ``start()`` once (loads the record, subscribes to Home
+    Assistant's status topic); ``on_connect`` as an MQTT connect hook;
+    ``update(...)`` after every good poll, on the polling thread; ``close()`` on
+    shutdown.  Thread-safe: the status handler and the connect hook only set a
+    flag and arm a timer that does the work off paho's thread.
+    """
+
+    def __init__(self, config: Config, publish: PublishFn, subscribe: Optional[SubscribeFn],
+                 availability_topic: str, state_dir: Optional[str],
+                 event_text: Optional[EventText] = None, clock: Callable[[], float] = time.monotonic) -> None:
+        self._config = config
+        self._ha = config.homeassistant
+        self._publish_fn = publish
+        self._subscribe_fn = subscribe
+        self._availability = availability_topic
+        self._record_path = os.path.join(state_dir, RECORD_FILE) if state_dir else None
+        self._event_text = event_text or default_event_text
+        self._clock = clock
+        self._expire_after = expire_after_for(config)
+        self._topic_base = config.mqtt.topic_base
+        self._level = config.cells.level
+        self._status_topic = self._ha.status_topic or "%s/status" % self._ha.discovery_prefix
+        self._discovery = self._ha.discovery
+
+        self._lock = threading.RLock()
+        self._records: Dict[str, _Record] = {}
+        self._record_dirty = False
+        self._record_saved_at: Optional[float] = None
+        self._record_failing = False
+        self._sent_config: Dict[str, Tuple[str, str]] = {}  # device key -> (topic, payload)
+        self._sent_signature: Dict[str, str] = {}  # device key -> what that payload was built from
+        self._entities: Dict[Tuple[str, int], List[Entity]] = {}  # (level, cells) -> a battery's entities
+        self._sent_availability: Dict[str, str] = {}  # topic -> payload
+        self._hold_until: Dict[str, float] = {}  # device key -> monotonic time states may flow
+        self._last_state: Dict[str, Tuple[str, str, float]] = {}  # key -> (topic, payload, monotonic time)
+        self._pending: Dict[str, Tuple[str, str, float]] = {}
+        self._absent_polls: Dict[str, int] = {}
+        self._resend = False  # set from paho's thread: Home Assistant came online / we reconnected
+
+        self._timer_lock = threading.Lock()
+        self._timer: Optional[threading.Timer] = None
+        self._timer_due = 0.0
+        self._closed = False
+
+    # -- life cycle ----------------------------------------------------------
+    @property
+    def status_topic(self) -> str:
+        return self._status_topic
+
+    @property
+    def expire_after(self) -> int:
+        return self._expire_after
+
+    def start(self) -> None:
+        """Load the record of earlier announcements and listen for Home Assistant's birth message."""
+        self._load_record()
+        if self._subscribe_fn is not None:
+            self._subscribe_fn(self._status_topic, self._on_ha_status)
+
+    def on_connect(self) -> None:
+        """MQTT connect hook: the broker may have lost retained configs (restart without persistence)."""
+        self._resend = True
+        self._schedule(0.5)
+
+    def close(self) -> None:
+        with self._timer_lock:
+            self._closed = True
+            if self._timer is not None:
+                self._timer.cancel()
+                self._timer = None
+        with self._lock:
+            self._save_record(force=True)  # with the latest "last seen" times
+
+    def _on_ha_status(self, topic: str, payload: bytes) -> None:
+        """Runs in paho's thread: only note it; the timer thread re-sends."""
+        if payload.strip().lower() == b"online":
+            logger.info("Home Assistant is online (%s): re-sending discovery, availability and states", topic)
+            self._resend = True
+            self._schedule(random.uniform(0.1, 1.0))  # spreads the load when many devices answer at once
+
+    # -- the poll ----------------------------------------------------------------
+    def update(self, bank: Bank, summary: BankSummary, limits: Any, energy: Optional[EnergySnapshot],
+               now: float) -> int:
+        """Announce what is new, remove what is gone, and publish one state per device; returns messages sent.
+
+        ``now`` is wall-clock time (``time.time()``); it dates the record used to
+        remove batteries absent for longer than ``homeassistant.remove_after``.
+        """
+        with self._lock:
+            sent = 0
+            if not self._discovery and self._records:
+                sent += self._clear_records()  # switched to the YAML file: no entity twice
+            if self._resend:
+                sent += self._resend_all()
+            devices = self._build(bank, summary, limits, energy or EMPTY_SNAPSHOT)
+            sent += self._reconcile(devices, now)
+            self._save_record()
+            return sent
+
+    def remove_all(self) -> int:
+        """Clear every device this daemon ever announced, as recorded in the state directory (a tool for
+        uninstalling; with ``homeassistant.discovery: false`` the next ``update`` does this by itself)."""
+        with self._lock:
+            if not self._records:
+                self._load_record()
+            return self._clear_records()
+
+    def _clear_records(self) -> int:
+        sent = 0
+        for key, record in list(self._records.items()):
+            if self._publish(record.topic, "", qos=1, retain=True):
+                logger.info("Home Assistant: removed device %s (discovery is off)", key)
+                sent += 1
+                self._forget(key)
+        self._save_record(force=True)
+        return sent
+
+    # -- building the devices ------------------------------------------------------
+    def _cells_of(self, battery: Battery) -> int:
+        return battery.cell_count or self._config.battery.num_cells
+
+    def _identity(self, battery: Battery) -> Optional[str]:
+        """The barcode, or before ``info`` was first read, the one last recorded at this address."""
+        if battery.barcode:
+            return battery.barcode
+        if battery.info_time is None:
+            recorded = [r for r in self._records.values() if r.address == battery.address and r.barcode]
+            if recorded:
+                return max(recorded, key=lambda r: r.last_seen).barcode
+        return None
+
+    def _build(self, bank: Bank, summary: BankSummary, limits: Any, energy: EnergySnapshot) -> List[_Device]:
+        bank_id = self._ha.bank_id
+        units = {u.address: u for u in summary.units}
+        devices: List[_Device] = []
+        stored: List[Optional[float]] = []
+        used: Dict[str, int] = {}
+        for battery in bank.present():
+            unit = units.get(battery.address)
+            if unit is None:
+                continue
+            barcode = self._identity(battery)
+            key = battery_key(bank_id, battery.address, barcode)
+            if key in used:
+                logger.warning("Home Assistant: batteries %d and %d report the same barcode %s; using addresses",
+                               used[key], battery.address, barcode)
+                barcode = None
+                key = battery_key(bank_id, battery.address, None)
+            used[key] = battery.address
+            cells = self._cells_of(battery)
+            stored_wh = stored_energy_wh(unit.remaining, cells)
+            stored.append(stored_wh)
+            view = UnitView(battery, unit, energy.unit(battery.address), stored_wh, self._event_text(battery))
+            entities = self._entities.get((self._level, cells))
+            if entities is None:
+                entities = self._entities[(self._level, cells)] = battery_entities(self._level, cells)
+            device = battery_device(bank_id, key, battery, battery.address)
+            devices.append(_Device(key, battery.address, barcode, device, entities, state_values(entities, view), True))
+        bank_stored = sum(s for s in stored if s is not None) if stored and None not in stored else None
+        bank_view = BankView(summary, limits, energy.bank, round(bank_stored, 1) if bank_stored is not None else None)
+        devices.insert(0, _Device(bank_key(bank_id), None, None, bank_device(bank_id, self._ha.bank_name, True),
+                                  list(BANK_ENTITIES), state_values(BANK_ENTITIES, bank_view),
+                                  summary.units_online > 0))
+        return devices
+
+    # -- publishing ------------------------------------------------------------------
+    def _publish(self, topic: str, payload: str, qos: int = 0, retain: bool = False) -> bool:
+        try:
+            return bool(self._publish_fn(topic, payload, qos=qos, retain=retain))
+        except Exception:  # a broken connection object must not stop the poll
+            logger.exception("Home Assistant: publishing to %s failed", topic)
+            return False
+
+    def _reconcile(self, devices: List[_Device], now: float) -> int:
+        sent = 0
+        wanted = {d.key: d for d in devices}
+        occupied = {d.address for d in devices if d.address is not None}
+        availability: Dict[str, str] = {}
+        for key, record in list(self._records.items()):
+            if key in wanted:
+                continue
+            if self._gone(key, record, occupied, now):
+                if self._publish(record.topic, "", qos=1, retain=True):
+                    logger.info("Home Assistant: removed device %s (battery %s is gone)", key, record.address)
+                    self._forget(key)
+                    sent += 1
+                continue
+            self._absent_polls[key] = self._absent_polls.get(key, 0) + 1
+            availability[device_availability_topic(self._topic_base, record.address)] = "offline"
+        for device in devices:
+            self._absent_polls.pop(device.key, None)
+            sent += self._announce(device, now)
+            topic = device_availability_topic(self._topic_base, device.address)
+            if device.available or availability.get(topic) != "online":
+                availability[topic] = "online" if device.available else "offline"
+        for topic, payload in sorted(availability.items()):
+            if self._sent_availability.get(topic) != payload and self._publish(topic, payload, qos=1, retain=True):
+                self._sent_availability[topic] = payload
+                sent += 1
+        for device in devices:
+            if device.available and (device.key in self._sent_config or not self._discovery):
+                sent += self._send_state(device)
+        return sent
+
+    def _gone(self, key: str, record: _Record, occupied: Iterable[int], now: float) -> bool:
+        """Whether a device not seen this poll is to be removed (else it is only unavailable)."""
+        bank_id = self._ha.bank_id
+        if not key.startswith(bank_id + "_"):
+            return True  # announced under an earlier bank_id
+        if record.address is None:
+            return key != bank_key(bank_id)
+        configured = self._config.battery.addresses
+        if configured and record.address not in configured:
+            return True  # no longer part of the configured bank
+        if record.barcode is None and record.address in occupied:
+            return True  # the unit at this address is now known by its barcode
+        if configured:
+            return False  # a configured unit that is silent stays, unavailable
+        # Auto-detected bank: gone after remove_after (also counting time the daemon was down),
+        # but never on a single poll's glitch after a restart.
+        return now - record.last_seen > self._ha.remove_after and self._absent_polls.get(key, 0) >= 2
+
+    def _forget(self, key: str) -> None:
+        self._records.pop(key, None)
+        self._sent_config.pop(key, None)
+        self._sent_signature.pop(key, None)
+        self._hold_until.pop(key, None)
+        self._last_state.pop(key, None)
+        self._pending.pop(key, None)
+        self._absent_polls.pop(key, None)
+        self._record_dirty = True
+
+    def _discovery_payload(self, device: _Device, keep: List[Entity], removed: List[str]) -> Dict[str, Any]:
+        bank_id = self._ha.bank_id
+        prefix = entity_prefix(bank_id, device.address)
+        components: Dict[str, Any] = {}
+        for entity in keep:
+            options = abbreviate(component(entity, device.key, prefix, self._expire_after))
+            options["p"] = "sensor"
+            components[entity.key] = options
+        for key in removed:
+            components[key] = {"p": "sensor"}
+        device_block = abbreviate(device.device)
+        return {
+            "dev": device_block,
+            "o": _origin(),
+            "stat_t": state_topic(self._topic_base, device.address),
+            "avty": [{"t": self._availability}, {"t": device_availability_topic(self._topic_base, device.address)}],
+            "avty_mode": "all",
+            "cmps": components,
+        }
+
+    def _announce(self, device: _Device, now: float) -> int:
+        """Send the device's config when it is new or changed; 1 when sent."""
+        if not self._discovery:
+            return 0
+        topic = discovery_topic(self._ha.discovery_prefix, device.key)
+        record = self._records.get(device.key)
+        sent = 0
+        if record is not None and record.topic != topic:  # the discovery prefix changed
+            if not self._publish(record.topic, "", qos=1, retain=True):
+                return 0
+            sent += 1
+            self._forget(device.key)
+            record = None
+        before = set(record.components) | set(record.removed) if record is not None else set()
+        keep = [e for e in device.entities
+                if not e.optional or device.values.get(e.key) is not None or e.key in before]
+        kept = {e.key for e in keep}
+        removed = sorted(before - kept)
+        if record is not None:
+            record.last_seen = now
+        # What the payload is made of, cheap to compare: a 16-unit bank at cell level high has
+        # almost a megabyte of configs, not to be rebuilt on every poll of a small GX device.
+        signature = json.dumps([device.device, sorted(kept), removed, device.address], sort_keys=True)
+        previous = self._sent_config.get(device.key)
+        if previous is not None and self._sent_signature.get(device.key) == signature:
+            return sent
+        payload = json.dumps(self._discovery_payload(device, keep, removed), sort_keys=True, separators=(",", ":"),
+                             ensure_ascii=False)
+        if not self._publish(topic, payload, qos=1, retain=True):
+            return sent
+        self._sent_signature[device.key] = signature
+        if previous is None and record is None:
+            logger.info("Home Assistant: announced %s (%d entities)", device.key, len(keep))
+        elif removed and (record is None or removed != record.removed):
+            logger.info("Home Assistant: %s reconfigured, %d entities removed", device.key, len(removed))
+        self._sent_config[device.key] = (topic, payload)
+        self._hold_until[device.key] = self._clock() + CONFIG_SETTLE
+        self._records[device.key] = _Record(topic, device.address, device.barcode, sorted(kept), removed, now)
+        self._record_dirty = True
+        return sent + 1
+
+    def _send_state(self, device: _Device) -> int:
+        topic = state_topic(self._topic_base, device.address)
+        payload = json.dumps(device.values, sort_keys=True, separators=(",", ":"), ensure_ascii=False)
+        stamp = self._clock()
+        self._last_state[device.key] = (topic, payload, stamp)
+        hold = self._hold_until.get(device.key, 0.0)
+        if stamp < hold:
+            self._pending[device.key] = (topic, payload, stamp)
+            self._schedule(hold - stamp)
+            return 0
+        self._pending.pop(device.key, None)
+        return 1 if self._publish(topic, payload) else 0
+
+    def _resend_all(self) -> int:
+        """Home Assistant restarted (or we reconnected): every config, availability, then the states."""
+        self._resend = False
+        sent = 0
+        for key, (topic, payload) in sorted(self._sent_config.items()):
+            if self._publish(topic, payload, qos=1, retain=True):
+                sent += 1
+                self._hold_until[key] = self._clock() + CONFIG_SETTLE
+            else:
+                self._resend = True  # not connected: try again on the next connect or poll
+        for topic, payload in sorted(self._sent_availability.items()):
+            if self._publish(topic, payload, qos=1, retain=True):
+                sent += 1
+        now = self._clock()
+        for key, (topic, payload, stamp) in self._last_state.items():
+            if now - stamp <= self._expire_after:  # never revive values older than Home Assistant would show
+                self._pending[key] = (topic, payload, stamp)
+        if self._pending:
+            self._schedule(CONFIG_SETTLE)
+        return sent
+
+    # -- the timer: re-sends and held states, off the poll and paho threads -------------
+    def _schedule(self, delay: float) -> None:
+        with self._timer_lock:
+            if self._closed:
+                return
+            due = self._clock() + delay
+            if self._timer is not None and self._timer_due <= due:
+                return
+            if self._timer is not None:
+                self._timer.cancel()
+            timer = threading.Timer(max(delay, 0.0), self._flush)
+            timer.daemon = True
+            self._timer = timer
+            self._timer_due = due
+            timer.start()
+
+    def _flush(self) -> None:
+        with self._timer_lock:
+            self._timer = None
+        with self._lock:
+            if self._resend:
+                self._resend_all()
+            now = self._clock()
+            waiting: List[float] = []
+            for key, (topic, payload, stamp) in list(self._pending.items()):
+                hold = self._hold_until.get(key, 0.0)
+                if now < hold:
+                    waiting.append(hold - now)
+                    continue
+                del self._pending[key]
+                if now - stamp <= self._expire_after:
+                    self._publish(topic, payload)
+            if waiting:
+                self._schedule(min(waiting))
+
+    # -- the record --------------------------------------------------------------------
+    def _load_record(self) -> None:
+        if self._record_path is None:
+            return
+        data = read_json(self._record_path)
+        if not isinstance(data, dict) or not isinstance(data.get("devices"), dict):
+            return
+        with self._lock:
+            for key, value in data["devices"].items():
+                record = _Record.from_json(value) if isinstance(value, dict) else None
+                if record is not None:
+                    self._records[str(key)] = record
+        logger.info("Home Assistant: %d devices announced earlier (%s)", len(self._records), self._record_path)
+
+    def _save_record(self, force: bool = False) -> None:
+        if self._record_path is None:
+            return
+        now = self._clock()
+        refresh = self._record_saved_at is None or now - self._record_saved_at >= RECORD_REFRESH
+        if not (force or self._record_dirty or refresh):
+            return
+        data = {"version": 1, "devices": {k: r.to_json() for k, r in sorted(self._records.items())}}
+        try:
+            write_json_atomic(self._record_path, data)
+        except OSError as exc:
+            if not self._record_failing:
+                logger.warning("Home Assistant: cannot write %s (%s); a restart may not clear removed batteries",
+                               self._record_path, exc)
+                self._record_failing = True
+            self._record_saved_at = now  # retry after RECORD_REFRESH, or at the next change
+            return
+        self._record_failing = False
+        self._record_dirty = False
+        self._record_saved_at = now
