@@ -5,6 +5,7 @@ Exit status: 0 clean stop (or ``--once`` with every expected unit answering),
 """
 
 import argparse
+import dataclasses
 import json
 import logging
 import logging.handlers
@@ -15,7 +16,7 @@ import threading
 from typing import List, Optional
 
 from . import __version__
-from .config import Config, ConfigError, load_config
+from .config import Config, ConfigError, load_config, replace
 
 logger = logging.getLogger("extra200")
 
@@ -105,15 +106,22 @@ def main(argv: Optional[List[str]] = None) -> int:
             bank_name=config.homeassistant.bank_name, expire_after=expire_after_for(config)))
         return EXIT_OK
 
-    log_file = args.log_file or os.environ.get("EXTRA200_LOG_FILE") or config.logging.file_path or None
+    # Command line and environment win over the file (start.sh points the log at its RAM disk).
+    log_file = args.log_file or os.environ.get("EXTRA200_LOG_FILE") or config.logging.file_path
     state_dir = args.state_dir or os.environ.get("EXTRA200_STATE_DIR") or config.state_dir
+    config = replace(dataclasses.replace(config, state_dir=state_dir), "logging", file_path=log_file)
     port = args.port or config.serial.port
-    setup_logging(config, None if args.once else log_file)
+    setup_logging(config, None if args.once else (log_file or None))
 
     from .daemon import Daemon
+    from .events import CatalogueError
     from .poller import PollFailed
 
-    daemon = Daemon(config, port, state_dir, dry_run=args.dry_run)
+    try:
+        daemon = Daemon(config, port, dry_run=args.dry_run)
+    except CatalogueError as exc:
+        logger.error("%s", exc)
+        return EXIT_CONFIG
     if args.once:
         try:
             result = daemon.once()

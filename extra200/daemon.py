@@ -14,6 +14,7 @@ and once when they end:
 * the broker is away: the MQTT link reconnects by itself; polling goes on.
 """
 
+import json
 import logging
 import os
 import sys
@@ -25,8 +26,12 @@ from typing import Any, Dict, List, Optional
 from .charge_limits import ChargeController, ChargeLimits
 from .config import Config
 from .derive import BankSummary, summarize_bank
+from .database import DatabaseRecorder, spool_directory
 from .energy import ENERGY_FILE, EnergyCounters
+from .events import EventMonitor, monitor_from_config
 from .homeassistant import HomeAssistantPublisher
+from .stats import LoopStats
+from .statusfile import StatusFile, build_status
 from .model import Bank
 from .mqtt import MqttLink
 from .poller import BankReader, PollFailed
@@ -54,14 +59,31 @@ def _print_message(topic: str, payload: str) -> bool:
     return True
 
 
+def _limits_text(limits: Optional[ChargeLimits]) -> Optional[Dict[str, Any]]:
+    """The charge decision in readable form: each limit and the rule that set it."""
+    if limits is None:
+        return None
+    return {
+        "mode": limits.mode,
+        "charge_voltage": limits.charge_voltage, "voltage_reason": limits.voltage_reason,
+        "charge_current": limits.charge_current, "charge_reason": limits.charge_reason,
+        "discharge_current": limits.discharge_current, "discharge_reason": limits.discharge_reason,
+    }
+
+
 class Daemon:
     """Owns the console, the MQTT link and the outputs; ``run`` loops until ``stop`` is set."""
 
-    def __init__(self, config: Config, port: str, state_dir: str, dry_run: bool = False) -> None:
+    def __init__(self, config: Config, port: str, dry_run: bool = False) -> None:
+        """``config`` is the effective configuration (command-line overrides applied).
+
+        Raises ``CatalogueError`` for a broken events catalogue file (a configuration error).
+        """
         self.config = config
         self.dry_run = dry_run
         self.port = port
-        self.state_dir = state_dir
+        self.state_dir = config.state_dir
+        state_dir = config.state_dir
         self.console = Console(
             port,
             baud=config.serial.baud,
@@ -75,6 +97,12 @@ class Daemon:
         self.victron: Optional[VictronPublisher] = None
         self.energy = EnergyCounters(os.path.join(state_dir, ENERGY_FILE))
         self.ha: Optional[HomeAssistantPublisher] = None
+        self.events: Optional[EventMonitor] = monitor_from_config(config) if config.events.enabled else None
+        self.database: Optional[DatabaseRecorder] = None
+        self.status_file = StatusFile(config.status_file.path) if config.status_file.enabled else None
+        self.stats = LoopStats(time.monotonic())
+        self._diagnostics_sent: Optional[float] = None
+        self.last_limits: Optional[ChargeLimits] = None
         self.last_good: Optional[float] = None
         self.stale = True
         self.polls_ok = 0
@@ -84,9 +112,14 @@ class Daemon:
         self._open_logged = False
         self.last_error = ""
         self.once_complete = False
+        self._cell_count_warned = False
 
     # -- set-up --------------------------------------------------------------
     def start_outputs(self) -> None:
+        if self.config.database.enabled:
+            self.database = DatabaseRecorder(self.config.database, spool_directory(self.config),
+                                             self.config.cells.level)
+            self.database.start()
         mqtt = self.config.mqtt
         if self.dry_run:
             logger.info("dry run: printing the Victron messages instead of publishing them")
@@ -99,10 +132,16 @@ class Daemon:
         self.victron = VictronPublisher(self._publish_json, mqtt.topic_base, mqtt.per_battery_topics)
         if self.config.homeassistant.enabled:
             self.ha = HomeAssistantPublisher(self.config, self.link.publish, self.link.subscribe,
-                                             self.link.availability_topic, self.state_dir)
+                                             self.link.availability_topic, self.state_dir,
+                                             event_text=self._event_text)
             self.link.add_connect_hook(self.ha.on_connect)
             self.ha.start()
         self.link.start()
+
+    def _event_text(self, battery: Any) -> str:
+        if self.events is None:
+            return "Events monitoring off"
+        return self.events.active_text(battery.address, level="info") or "No events"
 
     def _publish_json(self, topic: str, payload: str) -> bool:
         return self.link.publish(topic, payload) if self.link is not None else False
@@ -113,6 +152,10 @@ class Daemon:
         self.energy.save()
         if self.link is not None:
             self.link.stop()
+        if self.database is not None:
+            self.database.stop(timeout=2.0)
+        if self.events is not None:
+            self.events.close()
         self.console.close()
 
     # -- the console ---------------------------------------------------------
@@ -154,6 +197,7 @@ class Daemon:
             return None
         try:
             bank = self.reader.read(full=full)
+            self.stats.record_poll(True, time.monotonic() - now, time.monotonic())
         except PollFailed as exc:
             self.last_error = str(exc)
             self._poll_failed(now)
@@ -167,12 +211,28 @@ class Daemon:
             return None
         self._failures_in_row = 0
         self.polls_ok += 1
+        self._check_cell_count(bank)
         summary = summarize_bank(bank)
         fresh = summary.units_online > 0
         if fresh:
             self.last_good = now
         limits = self.controller.update(bank, summary, now, fresh)
+        self.last_limits = limits
         return PollOutcome(bank, summary, limits, fresh, now, bank.poll_time or time.time())
+
+    def _check_cell_count(self, bank: Bank) -> None:
+        """Warn once when the console reports another cell count than ``battery.num_cells``.
+
+        The charge limits are computed for the configured count, so a 16-cell
+        bank configured as 15 cells is charged too low (safe, but never full).
+        """
+        configured = self.config.battery.num_cells
+        counts = {b.cell_count for b in bank.present() if b.cell_count}
+        wrong = sorted(c for c in counts if c != configured)
+        if wrong and not self._cell_count_warned:
+            logger.warning("the console reports %s cells per battery but battery.num_cells is %d: "
+                           "set battery.num_cells (and battery.max_charge_voltage) to match", wrong, configured)
+            self._cell_count_warned = True
 
     def _rewake(self) -> None:
         try:
@@ -181,6 +241,7 @@ class Daemon:
             logger.debug("wake-up after failed polls: %s", exc)
 
     def _poll_failed(self, now: float) -> None:
+        self.stats.record_poll(False, None, time.monotonic())
         self.polls_failed += 1
         self._failures_in_row += 1
 
@@ -198,14 +259,50 @@ class Daemon:
             self.link.set_available(not stale)
 
     def publish(self, outcome: PollOutcome) -> None:
+        """Hand one poll's results to every output; none of them may stop the others."""
         self.energy.update(outcome.summary, outcome.wall_time, bank=outcome.bank)
         self.energy.save_if_due(outcome.wall_time, 60)
+        changes = self.events.update(outcome.bank, outcome.wall_time) if self.events is not None else []
+        if self.database is not None:
+            self.database.record(outcome.bank, outcome.summary, outcome.wall_time, changes)
+        if self.status_file is not None:
+            self.status_file.write(build_status(outcome.bank, outcome.summary, outcome.limits,
+                                               self.stats.as_dict(time.monotonic()), self.config.cells.level,
+                                               self.events))
         if self.ha is not None:
             self.ha.update(outcome.bank, outcome.summary, outcome.limits, self.energy.snapshot(), outcome.wall_time)
         if self.victron is not None and outcome.fresh:
             # the one-per-second rule counts from the moment of sending, not the poll's start
             self.victron.update(outcome.summary, outcome.limits, len(outcome.bank.missing),
                                 self._cells_per_battery(outcome.bank), time.monotonic())
+
+    def diagnostics(self, now: float) -> Dict[str, Any]:
+        """The loop's health, for the retained ``<topic_base>/diagnostics`` message."""
+        document = self.stats.as_dict(now, self.events.counts() if self.events is not None else None)
+        document.update({
+            "port": self.port,
+            "broker": self.link.broker if self.link is not None else None,
+            "stale": self.stale,
+            "last_error": self.last_error or None,
+            "messages_sent": self.link.messages_sent if self.link is not None else 0,
+            "mqtt_connections": self.link.connections if self.link is not None else 0,
+            "charge_control": _limits_text(self.last_limits),
+        })
+        if self.database is not None:
+            document["database"] = self.database.state()
+        return document
+
+    def _report(self, now: float) -> None:
+        """Diagnostics: retained on MQTT once a minute, a summary in the log once an hour."""
+        if self.link is not None and (self._diagnostics_sent is None or now - self._diagnostics_sent >= 60):
+            topic = "%s/diagnostics" % self.config.mqtt.topic_base
+            if self.link.publish(topic, json.dumps(self.diagnostics(now), sort_keys=True, default=str), qos=1,
+                                 retain=True):
+                self._diagnostics_sent = now
+        if self.stats.should_log(now, 3600):
+            logger.info("status: %s; MQTT %s, %d messages sent; last error: %s", self.stats.summary(now),
+                        "connected" if self.link is not None and self.link.connected else "not connected",
+                        self.link.messages_sent if self.link is not None else 0, self.last_error or "none")
 
     def _cells_per_battery(self, bank: Bank) -> int:
         counts = [b.cell_count for b in bank.present() if b.cell_count]
@@ -224,6 +321,7 @@ class Daemon:
                 if outcome is not None:
                     self.publish(outcome)
                 self._update_staleness(time.monotonic())
+                self._report(time.monotonic())
                 delay = self.config.serial.reading_freq
                 if not self.console.is_open:
                     delay = max(delay, self._open_delay)

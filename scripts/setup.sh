@@ -19,6 +19,7 @@ if [ "$want_test" -eq 1 ]; then
   command -v shellcheck >/dev/null 2>&1 || packages+=(shellcheck)
   command -v systemd-analyze >/dev/null 2>&1 || packages+=(systemd)
   command -v setpriv >/dev/null 2>&1 || packages+=(util-linux)
+  command -v openssl >/dev/null 2>&1 || packages+=(openssl)
 fi
 if [ "${#packages[@]}" -gt 0 ]; then
   echo "Installing Debian packages: ${packages[*]}"

@@ -36,3 +36,22 @@ def captures_dir() -> str:
     if not os.path.isdir(CAPTURES):
         pytest.skip("../shared/captures is not present")
     return CAPTURES
+
+
+from servers import MariaDB  # noqa: E402
+
+
+@pytest.fixture(scope="session")
+def mariadb() -> Iterator[MariaDB]:
+    """One MariaDB for the session; each test uses its own database (tests that stop it use ``own_mariadb``)."""
+    server = MariaDB().start()
+    yield server
+    server.close()
+
+
+@pytest.fixture
+def own_mariadb() -> Iterator[MariaDB]:
+    """A MariaDB for one test, free to be stopped, frozen and restarted."""
+    server = MariaDB().start()
+    yield server
+    server.close()
