@@ -5,4 +5,4 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 bash scripts/setup.sh
 .venv/bin/python extra200tomqtt.py --port pylonsim:// --once
-exec .venv/bin/python extra200tomqtt.py --port pylonsim:// --dry-run
+exec .venv/bin/python extra200tomqtt.py --port pylonsim:// --dry-run --state-dir .venv/demo-state
