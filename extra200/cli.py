@@ -132,6 +132,9 @@ def main(argv: Optional[List[str]] = None) -> int:
         sys.stdout.write("\n")
         return EXIT_OK if daemon.once_complete else EXIT_FAILURE
 
+    from .supervision import die_with_parent
+
+    die_with_parent()
     stop = threading.Event()
 
     def request_stop(signum: int, frame: object) -> None:

@@ -32,6 +32,7 @@ from .events import EventMonitor, monitor_from_config
 from .homeassistant import HomeAssistantPublisher
 from .stats import LoopStats
 from .statusfile import StatusFile, build_status
+from .supervision import notify_status
 from .model import Bank
 from .mqtt import MqttLink
 from .poller import BankReader, PollFailed
@@ -292,8 +293,19 @@ class Daemon:
             document["database"] = self.database.state()
         return document
 
+    def status_line(self) -> str:
+        """One line for ``systemctl status``: port, broker, batteries, messages, last error."""
+        units = sorted(a for a, b in self.reader.batteries.items() if b.present)
+        return "%s; %s; batteries %s; %d messages sent; last error: %s" % (
+            "stale" if self.stale else "polling %s" % self.port,
+            ("MQTT %s %s" % ("connected to" if self.link.connected else "waiting for", self.link.broker))
+            if self.link is not None else "MQTT off",
+            ",".join(str(a) for a in units) or "none", self.link.messages_sent if self.link is not None else 0,
+            self.last_error or "none")
+
     def _report(self, now: float) -> None:
-        """Diagnostics: retained on MQTT once a minute, a summary in the log once an hour."""
+        """Diagnostics: systemd's status line every poll, retained on MQTT once a minute, the log once an hour."""
+        notify_status(self.status_line())
         if self.link is not None and (self._diagnostics_sent is None or now - self._diagnostics_sent >= 60):
             topic = "%s/diagnostics" % self.config.mqtt.topic_base
             if self.link.publish(topic, json.dumps(self.diagnostics(now), sort_keys=True, default=str), qos=1,
