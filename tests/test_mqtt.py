@@ -73,10 +73,12 @@ def _run_and_kill(broker, base: str, env=None):
     try:
         assert proc.stdout.readline().strip() == "ready"
         assert recorder.wait_for(lambda t, p: t.endswith("/status") and p == b"online")
+        hello = recorder.wait_for(lambda t, p: t == "%s/hello" % base)
+        assert hello is not None
         after = recorder.count()
         proc.send_signal(signal.SIGKILL)  # no clean stop: the broker must send the last will
         assert recorder.wait_for(lambda t, p: t.endswith("/status") and p == b"offline", after=after)
-        return recorder.on_topic("%s/hello" % base)[0].decode()
+        return hello[2].decode()
     finally:
         proc.kill()
         proc.wait()
