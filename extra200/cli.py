@@ -43,8 +43,8 @@ def _parser() -> argparse.ArgumentParser:
     parser.add_argument("--dry-run", action="store_true",
                         help="run without MQTT, printing every Victron message to standard output instead")
     sub = parser.add_subparsers(dest="command")
-    sim = sub.add_parser("simulate", help="run the built-in battery simulator on a pseudo-terminal")
-    sim.add_argument("rest", nargs=argparse.REMAINDER, help="scenario name or file, --replay DIR, --link PATH")
+    sub.add_parser("simulate", add_help=False,
+                   help="run the built-in battery simulator on a pseudo-terminal (simulate --help)")
     yaml_cmd = sub.add_parser("homeassistant-yaml", help="print Home Assistant manual MQTT sensor YAML")
     yaml_cmd.add_argument("--batteries", type=int, default=3)
     yaml_cmd.add_argument("--cells", type=int, default=15)
@@ -84,11 +84,12 @@ def _load(args: argparse.Namespace) -> Config:
 
 
 def main(argv: Optional[List[str]] = None) -> int:
-    args = _parser().parse_args(argv)
-    if args.command == "simulate":
+    argv = sys.argv[1:] if argv is None else argv
+    if argv[:1] == ["simulate"]:  # the simulator parses its own options (and its own --help)
         from .simulator import main as simulate
 
-        return simulate(args.rest)
+        return simulate(argv[1:])
+    args = _parser().parse_args(argv)
     try:
         config = _load(args)
     except ConfigError as exc:
