@@ -28,6 +28,7 @@ from .framing import Reply
 from .model import Bank, Battery, PowerDetail, PowerRow
 from .parsing import (
     ParseError,
+    is_error_reply,
     parse_cell_table,
     parse_info,
     parse_power_detail,
@@ -80,8 +81,11 @@ class BankReader:
         for attempt in (1, 2):
             try:
                 reply: Reply = self._console.command(command)
-                if not reply.ok and reply.error is not None:
-                    return self._rejected(command, reply)
+                if not reply.ok:
+                    if is_error_reply(reply.text) is not None:
+                        return self._rejected(command, reply)
+                    # no completion line and no error message: the completion line was garbled
+                    raise ParseError("reply without its completion line (garbled?)")
                 value = parse(reply.text)
             except (ConsoleError, ParseError) as exc:
                 if attempt == 1:
@@ -161,6 +165,9 @@ class BankReader:
                 logger.debug("pwr %d failed: %s", address, exc)
                 return None
             if not reply.ok:
+                if is_error_reply(reply.text) is None:  # a garbled completion line, not "no such unit"
+                    logger.debug("pwr %d: reply without its completion line", address)
+                    return None
                 rows.append(PowerRow(address=address, present=False))
                 continue
             try:
@@ -205,9 +212,13 @@ class BankReader:
         for address in due:
             battery = self.batteries[address]
             info = self._ask("info %d" % address, parse_info)
+            if info is None and address == 1 and "info N" in self.rejected:
+                info = self._ask("info", parse_info)  # US3000D: only the unit on the cable answers
             if info is not None:
                 battery.info = info
             stats = self._ask("stat %d" % address, parse_stats)
+            if stats is None and address == 1 and "stat N" in self.rejected:
+                stats = self._ask("stat", parse_stats)  # Pytes V5, US3000D
             if stats is not None:
                 battery.stats = stats
             # Stamp even when rejected, so a refusing firmware is not asked every poll.

@@ -45,10 +45,11 @@ def find_program(name: str, *extra_dirs: str) -> str:
 class Mosquitto:
     """A Mosquitto broker on 127.0.0.1:<free port>; ``stop()`` and ``start()`` again on the same port."""
 
-    def __init__(self, password_file: Optional[str] = None) -> None:
+    def __init__(self, password_file: Optional[str] = None, tls: Optional[Dict[str, str]] = None) -> None:
         self.port = free_port()
         self.dir = tempfile.mkdtemp(prefix="mosquitto-")
         self.password_file = password_file
+        self.tls = tls  # {"ca", "cert", "key"} paths (make_certificates): the listener speaks TLS only
         self.process: Optional[subprocess.Popen] = None
         self.binary = find_program("mosquitto", "/usr/sbin")
 
@@ -64,6 +65,8 @@ class Mosquitto:
             "log_type warning",
             "log_type notice",
         ]
+        if self.tls:
+            lines += ["cafile %s" % self.tls["ca"], "certfile %s" % self.tls["cert"], "keyfile %s" % self.tls["key"]]
         if self.password_file:
             lines += ["allow_anonymous false", "password_file %s" % self.password_file]
         else:

@@ -128,3 +128,26 @@ def test_refused_credentials_are_survived(tmp_path):
         good.stop()
     finally:
         server.close()
+
+
+def test_tls_with_a_ca_file(tmp_path):
+    from servers import Mosquitto, make_certificates
+    from extra200.config import TlsConfig
+
+    certificates = make_certificates(str(tmp_path))
+    server = Mosquitto(tls=certificates).start()
+    try:
+        trusted = MqttLink(MqttConfig(broker="127.0.0.1", port=server.port, topic_base="a7",
+                                      tls=TlsConfig(enabled=True, ca_file=certificates["ca"])), "tls-good")
+        trusted.start()
+        assert trusted.wait_connected(10)
+        assert trusted.publish("a7/x", "1") is True
+        trusted.stop()
+        # the system's CA store does not know the test CA: no connection, and no crash
+        untrusted = MqttLink(MqttConfig(broker="127.0.0.1", port=server.port, topic_base="a7",
+                                        tls=TlsConfig(enabled=True)), "tls-bad")
+        untrusted.start()
+        assert not untrusted.wait_connected(3)
+        untrusted.stop()
+    finally:
+        server.close()
