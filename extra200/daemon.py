@@ -242,6 +242,10 @@ class Daemon:
             logger.debug("wake-up after failed polls: %s", exc)
 
     def _poll_failed(self, now: float) -> None:
+        # The controller sees every poll, failed ones too, so its holds and ramps count real time;
+        # with no data it only ever lowers limits (nothing is published from a failed poll).
+        empty = Bank(expected=self.reader.expected)
+        self.last_limits = self.controller.update(empty, summarize_bank(empty), now, False)
         self.stats.record_poll(False, None, time.monotonic())
         self.polls_failed += 1
         self._failures_in_row += 1

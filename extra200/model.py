@@ -61,7 +61,9 @@ class PowerDetail:
     temperature: Optional[float] = None  # °C
     soc: Optional[float] = None  # %
     total_capacity: Optional[float] = None  # Ah ("Total Coulomb")
-    remaining_capacity: Optional[float] = None  # Ah ("Real Coulomb" where printed)
+    # Ah of charge left, where a firmware prints it.  None on every firmware seen so far: Pytes'
+    # "Real Coulomb" is the capacity, not the charge left (the parser keeps it in ``extra``).
+    remaining_capacity: Optional[float] = None
     max_voltage: Optional[float] = None  # V
     charge_times: Optional[int] = None  # a transition counter, NOT the cycle count
     base_state: Optional[str] = None

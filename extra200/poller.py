@@ -101,6 +101,10 @@ class BankReader:
             return value
         return None
 
+    @property
+    def expected(self) -> Tuple[int, ...]:
+        return self._expected
+
     def _rejected(self, command: str, reply: Reply) -> None:
         family = _family(command)
         # An error for one unit's command can mean "no such unit": only the
@@ -133,8 +137,9 @@ class BankReader:
             if battery.row is not None and self._lacks_basics(battery.row) and battery.detail is not None:
                 battery.row = _row_from_detail(battery.row, battery.detail)
 
-        self._read_cells(present, full, now)
+        # Identity first: its cell count lets the cell table's parser spot a reply cut between rows.
         self._read_identity(present, full, now)
+        self._read_cells(present, full, now)
 
         expected = self._expected or tuple(present)
         missing = tuple(a for a in expected if a not in present)
@@ -197,7 +202,9 @@ class BankReader:
             stale.sort(key=lambda a: self.batteries[a].cells_time or 0.0)
             due = stale[:1]
         for address in due:
-            table = self._ask("bat %d" % address, lambda text, a=address: parse_cell_table(text, a))
+            info = self.batteries[address].info
+            cells = info.cell_count if info is not None else None
+            table = self._ask("bat %d" % address, lambda text, a=address, n=cells: parse_cell_table(text, a, n))
             if table is not None:
                 battery = self.batteries[address]
                 battery.cells = table
@@ -211,12 +218,12 @@ class BankReader:
             due = due[:1]
         for address in due:
             battery = self.batteries[address]
-            info = self._ask("info %d" % address, parse_info)
+            info = self._ask("info %d" % address, lambda text, a=address: _own(parse_info(text), a, "info"))
             if info is None and address == 1 and "info N" in self.rejected:
                 info = self._ask("info", parse_info)  # US3000D: only the unit on the cable answers
             if info is not None:
                 battery.info = info
-            stats = self._ask("stat %d" % address, parse_stats)
+            stats = self._ask("stat %d" % address, lambda text, a=address: _own(parse_stats(text), a, "stat"))
             if stats is None and address == 1 and "stat N" in self.rejected:
                 stats = self._ask("stat", parse_stats)  # Pytes V5, US3000D
             if stats is not None:
@@ -252,6 +259,14 @@ class BankReader:
             if address not in missing:
                 logger.info("configured battery %d is present again", address)
                 self._missing_logged.discard(address)
+
+
+def _own(record: T, address: int, command: str) -> T:
+    """The record, unless it names another unit than the one asked for (a garbled or stray reply)."""
+    printed = getattr(record, "address", None)
+    if printed is not None and printed != address:
+        raise ParseError("'%s %d' answered for unit %d" % (command, address, printed))
+    return record
 
 
 def _row_from_detail(row: PowerRow, detail: PowerDetail) -> PowerRow:

@@ -1,0 +1,876 @@
+"""Charge control for Victron DVCC: CVL, CCL, DCL and alarms from what the console reports (pure).
+
+These Pylontech / Pytes units have no working CAN link to the GX device, so
+this program is the BMS voice: dbus-mqtt-battery publishes our
+``Info.MaxChargeVoltage`` (CVL), ``Info.MaxChargeCurrent`` (CCL) and
+``Info.MaxDischargeCurrent`` (DCL), and DVCC makes every charger and inverter
+follow them.  DVCC ignores a battery's ``Io.AllowToCharge`` /
+``AllowToDischarge``: stopping charge is CCL 0, stopping discharge is DCL 0
+(the flags are published too, always equal to "limit > 0").
+
+``ChargeController.update`` runs once per poll with the bank, its summary, a
+monotonic clock and whether the data is fresh.  It keeps the little state the
+rules need (charge phase, timers, the three ramps) and returns a frozen
+``ChargeLimits``.  No I/O and no wall clock, so the rules can be tested over
+any sequence of readings.
+
+The rules (defaults and the reasoning in the README section "Charge control"):
+
+* CVL: bulk target per cell x cells; after the pack has sat at CVL with the
+  cells balanced for ``absorption_time`` it drops to the float target; back to
+  bulk when SoC falls below ``rebulk_soc`` or the cell spread grows.  A cell
+  above ``max_cell_voltage`` lowers CVL at once by its overshoot; CVL then
+  holds and rises slowly.  Never above ``battery.max_charge_voltage``,
+  cells x ``max_cell_voltage``, nor 52.8 V for 15 cells.
+* CCL / DCL: the lowest of the configured maximum per battery x units, the
+  units' own ``info`` rating x units, and derating curves by highest / lowest
+  cell voltage, cell temperature, BMS/MOSFET temperature and (optionally)
+  SoC; 0 at the cell cut-offs, outside the temperature windows and on a unit's
+  abnormal status words.
+* Every reduction acts at once; every rise waits a hold time after the last
+  reduction and then ramps.
+* Stale or incomplete data never raises a limit: while a unit is missing
+  nothing may rise and CVL goes no higher than float; without fresh cell data
+  CCL is 0 and DCL is held briefly (only if the bank was far from empty), then
+  0 (a short CCL hold can be enabled the same way).
+* Each change of a limit, with the rule and the cell or sensor behind it, is
+  logged once (not every poll) and returned as readable text.
+"""
+
+import logging
+import math
+from dataclasses import dataclass, field
+from typing import Dict, List, NamedTuple, Optional, Sequence, Set, Tuple
+
+from .config import BatteryConfig, ChargeConfig
+from .derive import BankSummary, Extreme, UnitSummary
+from .model import Bank, Battery
+
+logger = logging.getLogger(__name__)
+
+# dbus-mqtt-battery's Alarms.* keys (victron-dbus-mqtt-battery.md §3.3), all sent as 0 / 1 / 2.
+ALARM_NAMES: Tuple[str, ...] = (
+    "LowVoltage",
+    "HighVoltage",
+    "LowSoc",
+    "HighChargeCurrent",
+    "HighDischargeCurrent",
+    "HighCurrent",
+    "CellImbalance",
+    "HighChargeTemperature",
+    "LowChargeTemperature",
+    "LowCellVoltage",
+    "LowTemperature",
+    "HighTemperature",
+    "FuseBlown",
+    "BmsCable",
+    "HighCellVoltage",
+    "HighInternalTemperature",
+    "InternalFailure",
+    "StateOfHealth",
+)
+OK, WARNING, ALARM = 0, 1, 2
+
+BULK = "Bulk"
+ABSORPTION = "Absorption"
+FLOAT = "Float"
+SAFE_NO_DATA = "Safe (no data)"
+
+PYLONTECH_15S_MAX_VOLTAGE = 52.8  # V: Victron's own clamp for 15-cell Pylontech packs (charge-control.md §7)
+LFP_CELL_MAX = 3.65  # V: LiFePO4 absolute cell limits, used for the alarm (2) level
+LFP_CELL_MIN = 2.50
+CELL_TABLE_MAX_AGE = 900.0  # s: an older "bat N" table no longer counts
+SPREAD_NOISE = 0.005  # V: spread jitter tolerated before the absorption timer restarts
+CHARGING_CURRENT = 1.0  # A: above this the bank counts as charging (temperature alarms)
+_CELL_COUNTS = (15, 16)
+
+# Power Events bits -> (alarm, level).  The bit meanings are the community
+# list (charge-control/console-protocol docs, unconfirmed): used for alarms
+# only, never for the limits.
+_POWER_EVENT_ALARMS: Tuple[Tuple[int, str, int], ...] = (
+    (0x1, "HighVoltage", ALARM),
+    (0x2, "HighVoltage", WARNING),
+    (0x8, "LowVoltage", WARNING),
+    (0x10, "LowVoltage", ALARM),
+    (0x100, "HighTemperature", ALARM),
+    (0x200, "HighTemperature", WARNING),
+    (0x800, "LowTemperature", WARNING),
+    (0x1000, "LowTemperature", ALARM),
+    (0x10000, "HighCurrent", ALARM),
+    (0x20000, "HighDischargeCurrent", ALARM),
+    (0x40000, "HighChargeCurrent", ALARM),
+    (0x80000, "HighDischargeCurrent", WARNING),
+    (0x100000, "HighChargeCurrent", WARNING),
+    (0x1000000, "InternalFailure", WARNING),
+    (0x10000000, "InternalFailure", ALARM),
+    (0x80000000, "StateOfHealth", ALARM),
+)
+
+
+class Reason(NamedTuple):
+    """Why a limit has its value: ``key`` names the rule and its subject (stable while the
+    value moves, so a creeping value is not logged every poll), ``text`` is readable."""
+
+    key: str
+    text: str
+
+
+Candidate = Tuple[float, Reason]
+
+
+@dataclass(frozen=True)
+class ChargeLimits:
+    """What the outputs publish for the bank (dbus-mqtt-battery ``Info``, ``Io``, ``Alarms``)."""
+
+    charge_voltage: float  # CVL, V (2 dp, rounded down)
+    charge_current: float  # CCL, A (1 dp, rounded down), bank total
+    discharge_current: float  # DCL, A, bank total
+    allow_charge: bool  # == charge_current > 0
+    allow_discharge: bool  # == discharge_current > 0
+    mode: str  # Bulk / Absorption / Float / Safe (...)
+    charge_reason: str  # the rule that sets CCL now, naming the cell or sensor
+    discharge_reason: str
+    voltage_reason: str
+    alarms: Dict[str, int] = field(default_factory=dict)  # Alarms.<Name> -> 0 ok / 1 warning / 2 alarm
+    battery_low_voltage: Optional[float] = None  # Info.BatteryLowVoltage, V
+
+    @property
+    def diagnostic(self) -> str:
+        """One readable line: mode and each limit with its reason."""
+        return "%s | CVL %.2f V: %s | CCL %.1f A: %s | DCL %.1f A: %s" % (
+            self.mode,
+            self.charge_voltage,
+            self.voltage_reason,
+            self.charge_current,
+            self.charge_reason,
+            self.discharge_current,
+            self.discharge_reason,
+        )
+
+
+def _floor(value: float, digits: int) -> float:
+    """Round down (a published limit never ends up above the value the rules allow)."""
+    scale = 10 ** digits
+    return round(math.floor(value * scale + 1e-6) / scale, digits)
+
+
+def _ceil(value: float, digits: int) -> float:
+    scale = 10 ** digits
+    return round(math.ceil(value * scale - 1e-6) / scale, digits)
+
+
+def _lowest(candidates: Sequence[Candidate]) -> Candidate:
+    """The smallest candidate; on a tie the first listed (the most basic rule) names the reason."""
+    best = candidates[0]
+    for candidate in candidates[1:]:
+        if candidate[0] < best[0] - 1e-9:
+            best = candidate
+    return best
+
+
+class Curve:
+    """A derating curve: fraction 0..1 of a value, straight lines between points, flat beyond the ends."""
+
+    def __init__(self, text: str) -> None:
+        self.points = tuple((x, pct / 100.0) for x, pct in ChargeConfig.parse_curve(text))
+
+    def __call__(self, x: float) -> float:
+        points = self.points
+        if x <= points[0][0]:
+            return points[0][1]
+        for (x0, f0), (x1, f1) in zip(points, points[1:]):
+            if x <= x1:
+                return f0 + (f1 - f0) * (x - x0) / (x1 - x0)
+        return points[-1][1]
+
+
+class _Limit:
+    """One published limit: reductions at once, rises after a hold and at a rate, changes logged once."""
+
+    def __init__(self, name: str, unit: str, digits: int, hold: float) -> None:
+        self.name = name
+        self.unit = unit
+        self.digits = digits
+        self.hold = hold
+        self.value: Optional[float] = None  # unrounded, so a slow ramp is not lost to rounding
+        self.published: Optional[float] = None
+        self._down_at: Optional[float] = None
+        self._last_now: Optional[float] = None
+        self._logged: Optional[Tuple[float, str]] = None  # (value, reason key) of the last log line
+
+    def _fmt(self, value: Optional[float]) -> str:
+        return "-" if value is None else "%.*f" % (self.digits, value)
+
+    def step(self, target: float, reason: Reason, now: float, rate: float, blocked: Optional[str], log_step: float) -> Tuple[float, str]:
+        """Move towards ``target``; ``blocked`` (a readable why) forbids any rise this poll."""
+        target = max(target, 0.0)
+        why = reason
+        allowed = "%s %s %s (%s)" % (self.name, self._fmt(_floor(target, self.digits)), self.unit, reason.text)
+        if self.value is None:
+            new = target
+        elif target < self.value - 1e-9:
+            new = target
+            self._down_at = now
+        elif target > self.value + 1e-9:
+            if blocked is not None:
+                new = self.value
+                why = Reason("blocked", "held, %s; rules allow %s" % (blocked, allowed))
+            elif self._down_at is not None and now - self._down_at < self.hold:
+                new = self.value
+                why = Reason("hold", "held %.0f s after a reduction; rules allow %s" % (self.hold, allowed))
+            else:
+                elapsed = max(0.0, now - self._last_now) if self._last_now is not None else 0.0
+                new = min(target, self.value + rate * elapsed)
+                if new < target - 1e-9:
+                    why = Reason("ramp", "rising at %g %s/s to %s" % (rate, self.unit, allowed))
+        else:
+            new = target
+        self.value = new
+        self._last_now = now
+        published = _floor(new, self.digits)
+        if published != self.published:
+            self._log(published, why, log_step)
+        self.published = published
+        return published, why.text
+
+    def _log(self, published: float, why: Reason, log_step: float) -> None:
+        """Log a change when the rule (or its cell / sensor) changed, at 0, or after a ``log_step`` drift."""
+        last_value, last_key = self._logged if self._logged is not None else (None, None)
+        if (
+            last_value is None
+            or why.key != last_key
+            or published == 0.0
+            or last_value == 0.0
+            or (why.key != "ramp" and abs(published - last_value) >= log_step)
+        ):
+            logger.info("%s %s -> %s %s: %s", self.name, self._fmt(self.published), self._fmt(published), self.unit, why.text)
+            self._logged = (published, why.key)
+
+
+def _state_kind(word: Optional[str]) -> Optional[Tuple[str, int]]:
+    """(direction, level) of an abnormal status word, None for Normal or unknown ("-").
+
+    ``High`` / ``Low`` are the first stage (warning); ``Over`` / ``Under`` the
+    protection stage (alarm); any other word counts as an abnormal warning.
+    """
+    if word is None:
+        return None
+    text = word.strip().lower()
+    if text in ("", "-", "normal"):
+        return None
+    for prefix, kind in (("high", ("high", WARNING)), ("over", ("high", ALARM)), ("low", ("low", WARNING)), ("under", ("low", ALARM))):
+        if text.startswith(prefix):
+            return kind
+    return ("other", WARNING)
+
+
+# Status columns by what they watch: (console label, PowerRow attribute).
+_ROW_VOLTAGE_STATES = (("Volt.St", "voltage_state"), ("B.V.St", "battery_voltage_state"))
+_ROW_TEMPERATURE_STATES = (("Temp.St", "temperature_state"), ("B.T.St", "battery_temperature_state"), ("M.T.St", "mos_temperature_state"))
+
+
+@dataclass(frozen=True)
+class _State:
+    """One abnormal status word of a unit or a cell."""
+
+    address: int
+    column: str  # console label: Volt.St, B.V.St, Temp.St, a cell's Volt. State ...
+    word: str
+    direction: str  # high / low / other
+    level: int
+    cell: Optional[int] = None  # 0-based cell index for cell states
+
+    @property
+    def where(self) -> str:
+        return "B%dC%d %s" % (self.address, self.cell + 1, self.column) if self.cell is not None else "B%d %s" % (self.address, self.column)
+
+    @property
+    def text(self) -> str:
+        return "%s %s" % (self.where, self.word)
+
+
+@dataclass(frozen=True)
+class _Unit:
+    """One present unit as the rules see it (cell extremes from the fresh pwr row and a recent cell table)."""
+
+    battery: Battery
+    pack_voltage: Optional[float]
+    current: Optional[float]
+    soc: Optional[float]
+    cell_high: Optional[Extreme]
+    cell_low: Optional[Extreme]
+    temp_high: Optional[Extreme]
+    temp_low: Optional[Extreme]
+    electronics: Optional[Tuple[float, str]]  # hottest of BMS and MOSFET temperature, with its label
+    cell_voltages: Tuple[float, ...]  # a recent cell table, else empty
+    cell_count: Optional[int]
+    states: Tuple[_State, ...]
+    row_gap: Optional[str]  # what the fresh pwr row lacks for charging ("no cell voltages" ...), else None
+    row_gap_discharge: Optional[str]  # the same for discharging
+
+    @property
+    def address(self) -> int:
+        return self.battery.address
+
+    def fet_off(self, key: str) -> bool:
+        """Pytes ``pwr N`` prints ``CMOS Status`` / ``DMOS Status``: the BMS's own charge / discharge switch."""
+        detail = self.battery.detail
+        return detail is not None and detail.extra.get(key, "").strip().upper() == "OFF"
+
+    def overshoot(self, limit: float) -> float:
+        """How far the cells are above ``limit``: the highest cell's excess, or the sum over a recent table if larger."""
+        single = self.cell_high.value - limit if self.cell_high is not None else 0.0
+        summed = sum(v - limit for v in self.cell_voltages if v > limit)
+        return max(single, summed, 0.0)
+
+
+def _pick(a: Optional[Extreme], b: Optional[Extreme], highest: bool) -> Optional[Extreme]:
+    if a is None or b is None:
+        return a if b is None else b
+    if highest:
+        return b if b.value > a.value else a
+    return b if b.value < a.value else a
+
+
+def _row_extreme(located: Optional[Extreme], value: Optional[float], address: int, index: Optional[int]) -> Optional[Extreme]:
+    """The pwr row's extreme, keeping the cell derive.py located in the table when the row has no id."""
+    if value is None:
+        return None
+    if located is not None and abs(located.value - value) < 1e-9:
+        return located
+    return Extreme(value, address, index)
+
+
+def _read_unit(battery: Battery, summary: Optional[UnitSummary], now: float) -> _Unit:
+    row = battery.row
+    assert row is not None  # only present units are read
+    table = battery.cells
+    recent = table is not None and battery.cells_time is not None and 0.0 <= now - battery.cells_time <= CELL_TABLE_MAX_AGE
+    cells = table.cells if (table is not None and recent) else ()
+
+    def from_table(attr: str, highest: bool) -> Optional[Extreme]:
+        known = [(getattr(c, attr), c.index) for c in cells if getattr(c, attr) is not None]
+        if not known:
+            return None
+        value, index = (max if highest else min)(known, key=lambda pair: pair[0])
+        return Extreme(value, battery.address, index)
+
+    def extreme(attr: str, highest: bool, value: Optional[float], index: Optional[int], located: Optional[Extreme]) -> Optional[Extreme]:
+        return _pick(_row_extreme(located, value, battery.address, index), from_table(attr, highest), highest)
+
+    s = summary
+    electronics = [(t, label) for t, label in ((row.temperature, "BMS"), (row.mos_temperature, "MOSFET")) if t is not None]
+    states: List[_State] = []
+    for column, attr in _ROW_VOLTAGE_STATES + _ROW_TEMPERATURE_STATES + (("Curr.St", "current_state"), ("SysAlarm.St", "system_alarm_state")):
+        word = getattr(row, attr)
+        kind = _state_kind(word)
+        if kind is not None:
+            states.append(_State(battery.address, column, word.strip(), kind[0], kind[1]))
+    if row.base_state is not None and row.base_state.strip().lower() == "syserror":
+        states.append(_State(battery.address, "Base.St", row.base_state.strip(), "other", ALARM))
+    for cell in cells:
+        columns = [("Volt. State", cell.voltage_state), ("Temp. State", cell.temperature_state), ("Curr. State", cell.current_state)]
+        columns.extend((label, word) for label, word in sorted(cell.extra.items()) if label in ("CTemp. State", "DTemp. State"))
+        for column, word in columns:
+            kind = _state_kind(word)
+            if kind is not None and word is not None:
+                states.append(_State(battery.address, column, word.strip(), kind[0], kind[1], cell.index))
+    count = battery.cell_count
+    # Only the pwr row is read every poll: a cell table may add cells but never stands in for it.
+    no_temps = "no cell temperatures" if row.cell_temp_low is None or row.cell_temp_high is None else None
+    return _Unit(
+        battery=battery,
+        pack_voltage=row.voltage,
+        current=row.current,
+        soc=row.soc,
+        cell_high=extreme("voltage", True, row.cell_voltage_high, row.cell_voltage_high_id, s.cell_voltage_max if s else None),
+        cell_low=extreme("voltage", False, row.cell_voltage_low, row.cell_voltage_low_id, s.cell_voltage_min if s else None),
+        temp_high=extreme("temperature", True, row.cell_temp_high, row.cell_temp_high_id, s.cell_temp_max if s else None),
+        temp_low=extreme("temperature", False, row.cell_temp_low, row.cell_temp_low_id, s.cell_temp_min if s else None),
+        electronics=max(electronics) if electronics else None,
+        cell_voltages=tuple(c.voltage for c in cells if c.voltage is not None),
+        cell_count=count if count in _CELL_COUNTS else None,
+        states=tuple(states),
+        row_gap=("no cell voltages" if row.cell_voltage_high is None else "no pack voltage" if row.voltage is None else no_temps),
+        row_gap_discharge="no cell voltages" if row.cell_voltage_low is None else no_temps,
+    )
+
+
+def _plural(addresses: Sequence[int], what: str) -> str:
+    return "%s %s %s" % ("unit" if len(addresses) == 1 else "units", ", ".join(str(a) for a in addresses), what)
+
+
+class _Alarms:
+    """The alarm levels being built for one poll, each with the reason for its level."""
+
+    def __init__(self) -> None:
+        self.levels: Dict[str, int] = {name: OK for name in ALARM_NAMES}
+        self.reasons: Dict[str, str] = {}
+
+    def set(self, name: str, level: int, reason: str) -> None:
+        if level > self.levels[name]:
+            self.levels[name] = level
+            self.reasons[name] = reason
+
+    def threshold(self, name: str, value: float, warn: float, alarm: float, high: bool, text: str) -> None:
+        """Warning / alarm when ``value`` reaches ``warn`` / ``alarm`` (upwards if ``high``, else downwards)."""
+        reached = (lambda limit: value >= limit) if high else (lambda limit: value <= limit)
+        if reached(alarm):
+            self.set(name, ALARM, text)
+        elif reached(warn):
+            self.set(name, WARNING, text)
+
+
+@dataclass(frozen=True)
+class _Side:
+    """The settings of one direction (charge or discharge)."""
+
+    name: str  # charge / discharge
+    per_battery: float
+    cutoff: float
+    cell_curve: Curve
+    temp_min: float
+    temp_max: float
+    temp_curve: Curve
+    soc_curve: Curve
+    fet_key: str
+    grace: float  # s the limit is held without data (stale_*_grace)
+    charge: bool  # True: highest cell, fullest unit; False: lowest cell, emptiest unit
+
+
+@dataclass
+class _Blind:
+    """One direction's stretch without data: since when, whether the grace applies, the last worst cell."""
+
+    since: Optional[float] = None
+    grace: bool = False
+    last_cell: Optional[float] = None  # highest (charge) / lowest (discharge) cell of the last good poll
+
+
+class ChargeController:
+    """CVL / CCL / DCL and alarms, poll after poll (see the module docstring for the rules)."""
+
+    def __init__(self, charge: ChargeConfig, battery: BatteryConfig) -> None:
+        self._cfg = charge
+        self._bat = battery
+        self._electronics_curve = Curve(charge.electronics_temperature_curve)
+        self._sides = (
+            _Side(
+                "charge",
+                battery.max_charge_current,
+                charge.charge_cutoff_cell_voltage,
+                Curve(charge.charge_cell_voltage_curve),
+                charge.charge_min_temperature,
+                charge.charge_max_temperature,
+                Curve(charge.charge_temperature_curve),
+                Curve(charge.charge_soc_curve),
+                "CMOS Status",
+                charge.stale_charge_grace,
+                True,
+            ),
+            _Side(
+                "discharge",
+                battery.max_discharge_current,
+                charge.discharge_cutoff_cell_voltage,
+                Curve(charge.discharge_cell_voltage_curve),
+                charge.discharge_min_temperature,
+                charge.discharge_max_temperature,
+                Curve(charge.discharge_temperature_curve),
+                Curve(charge.discharge_soc_curve),
+                "DMOS Status",
+                charge.stale_discharge_grace,
+                False,
+            ),
+        )
+        self._cvl = _Limit("CVL", "V", 2, charge.cvl_recovery_hold)
+        self._ccl = _Limit("CCL", "A", 1, charge.current_recovery_hold)
+        self._dcl = _Limit("DCL", "A", 1, charge.current_recovery_hold)
+        self._phase = BULK
+        self._balanced_since: Optional[float] = None
+        self._soc_armed = True  # float -> bulk by SoC only once SoC was at or above the threshold
+        self._seen: Set[int] = set()
+        self._counts_seen: Set[int] = set()  # cell counts the units reported (info, cell tables)
+        self._blind = {side.name: _Blind() for side in self._sides}
+        self._alarms: Dict[str, int] = {name: OK for name in ALARM_NAMES}
+        self._logged_alarms: Dict[str, int] = {name: OK for name in ALARM_NAMES}
+        self._mode = ""
+        self._noted: Set[str] = set()
+        self._check_settings()
+
+    # -- helpers ---------------------------------------------------------
+
+    def _note(self, key: str, message: str, *args: object) -> None:
+        """Log a warning once per run."""
+        if key not in self._noted:
+            self._noted.add(key)
+            logger.warning(message, *args)
+
+    def _check_settings(self) -> None:
+        c, n = self._cfg, self._bat.num_cells
+        if c.float_cell_voltage > c.bulk_cell_voltage:
+            logger.warning("charge.float_cell_voltage %.3f V is above charge.bulk_cell_voltage %.3f V: float uses the bulk value", c.float_cell_voltage, c.bulk_cell_voltage)
+        if c.bulk_cell_voltage > c.max_cell_voltage:
+            logger.warning("charge.bulk_cell_voltage %.3f V is above charge.max_cell_voltage %.3f V: bulk uses the maximum", c.bulk_cell_voltage, c.max_cell_voltage)
+        per_cell = min(c.bulk_cell_voltage, c.max_cell_voltage)
+        if self._bat.max_charge_voltage < n * per_cell:
+            logger.warning(
+                "battery.max_charge_voltage %.2f V is below the bulk target %.2f V (%d cells x %.3f V): CVL stays at %.2f V",
+                self._bat.max_charge_voltage, n * per_cell, n, per_cell, self._bat.max_charge_voltage,
+            )
+        if self._sides[0].cell_curve(c.bulk_cell_voltage) <= 0.0:
+            logger.warning("charge.charge_cell_voltage_curve allows no current at the bulk target %.3f V: float will never be reached", c.bulk_cell_voltage)
+
+    def _cells(self, units: Sequence[_Unit]) -> Tuple[int, int]:
+        """Cells in series for CVL (the smaller count) and for BatteryLowVoltage (the larger).
+
+        Every count reported during the run counts: a count that flips
+        between reads can only make both limits more careful, never less.
+        """
+        configured = self._bat.num_cells
+        self._counts_seen |= {u.cell_count for u in units if u.cell_count is not None}
+        reported = sorted(self._counts_seen)
+        if reported and reported != [configured]:
+            self._note(
+                "cells",
+                "battery.num_cells is %d but the units report %s cells: CVL counts %d, BatteryLowVoltage %d",
+                configured, "/".join(str(r) for r in reported), min(reported + [configured]), max(reported + [configured]),
+            )
+        counts = reported + [configured]
+        return min(counts), max(counts)
+
+    # -- the poll ----------------------------------------------------------
+
+    def update(self, bank: Bank, summary: BankSummary, now: float, fresh: bool) -> ChargeLimits:
+        """The limits for this poll.  ``fresh`` False: the poll failed or the data is stale."""
+        by_address = {u.address: u for u in summary.units}
+        units = [_read_unit(b, by_address.get(b.address), now) for b in bank.present()] if fresh else []
+        present = {u.address for u in units}
+        if fresh:
+            self._seen |= present
+        missing = sorted((set(bank.missing) | set(bank.expected) | self._seen) - present) if fresh else []
+
+        cells_cvl, cells_low = self._cells(units)
+        charge_blind = self._blindness(units, fresh, charge=True)
+        discharge_blind = self._blindness(units, fresh, charge=False)
+        incomplete = charge_blind or discharge_blind or (_plural(missing, "missing") if missing else None)
+        spread = self._spread(units)
+
+        if incomplete is None:
+            self._advance_phase(units, now, spread, summary.soc, cells_cvl)
+        mode = self._phase if incomplete is None else ("Safe (%s)" % incomplete if fresh and units else SAFE_NO_DATA)
+        if mode != self._mode and mode.startswith("Safe"):
+            logger.warning("Charge control %s: no limit may rise, CVL at most float%s", mode,
+                           ", no charging" if charge_blind else "")
+        elif mode != self._mode and self._mode.startswith("Safe"):
+            logger.info("Charge control data complete again: %s", mode)
+        self._mode = mode
+
+        voltage, voltage_reason = self._voltage(units, now, cells_cvl, incomplete)
+        charge, charge_reason = self._current(self._sides[0], units, now, fresh, charge_blind, incomplete)
+        discharge, discharge_reason = self._current(self._sides[1], units, now, fresh, discharge_blind, incomplete)
+        if fresh:
+            self._alarms = self._alarm_levels(units, summary, spread, cells_cvl, missing)
+        else:
+            self._alarms = dict(self._alarms, BmsCable=ALARM)
+            self._log_alarm("BmsCable", ALARM, "no fresh data")
+        return ChargeLimits(
+            charge_voltage=voltage,
+            charge_current=charge,
+            discharge_current=discharge,
+            allow_charge=charge > 0.0,
+            allow_discharge=discharge > 0.0,
+            mode=mode,
+            charge_reason=charge_reason,
+            discharge_reason=discharge_reason,
+            voltage_reason=voltage_reason,
+            alarms=dict(self._alarms),
+            battery_low_voltage=_ceil(cells_low * self._cfg.discharge_cutoff_cell_voltage, 2),
+        )
+
+    @staticmethod
+    def _blindness(units: Sequence[_Unit], fresh: bool, charge: bool) -> Optional[str]:
+        """Why the rules of one direction cannot be evaluated, or None."""
+        if not fresh:
+            return "no fresh data"
+        if not units:
+            return "no unit reporting"
+        for u in units:
+            gap = u.row_gap if charge else u.row_gap_discharge
+            if gap is not None:
+                return "B%d reports %s" % (u.address, gap)
+        return None
+
+    @staticmethod
+    def _spread(units: Sequence[_Unit]) -> Optional[float]:
+        highs = [u.cell_high.value for u in units if u.cell_high is not None]
+        lows = [u.cell_low.value for u in units if u.cell_low is not None]
+        if not highs or not lows or len(highs) != len(units) or len(lows) != len(units):
+            return None
+        return round(max(highs) - min(lows), 3)
+
+    # -- charge voltage --------------------------------------------------
+
+    def _set_phase(self, phase: str, why: str) -> None:
+        logger.info("Charge phase %s -> %s: %s", self._phase, phase, why)
+        self._phase = phase
+        self._balanced_since = None
+
+    def _advance_phase(self, units: Sequence[_Unit], now: float, spread: Optional[float], soc: Optional[float], cells: int) -> None:
+        """Bulk -> Absorption -> Float -> Bulk; only called with complete, fresh data."""
+        c = self._cfg
+        if spread is None:
+            return
+        if self._phase == FLOAT:
+            if soc is not None and soc >= c.rebulk_soc:
+                self._soc_armed = True
+            if self._soc_armed and soc is not None and soc < c.rebulk_soc:
+                self._set_phase(BULK, "SoC %.1f %% below %.0f %%" % (soc, c.rebulk_soc))
+            elif spread >= c.rebulk_cell_spread:
+                self._set_phase(BULK, "cell spread %.3f V reached %.3f V" % (spread, c.rebulk_cell_spread))
+            return
+        cvl = self._cvl.value
+        if cvl is None:
+            return
+        pack = min(u.pack_voltage for u in units if u.pack_voltage is not None)
+        if self._phase == BULK and pack >= cvl - cells * c.target_cell_margin:
+            self._set_phase(ABSORPTION, "pack %.2f V at CVL %.2f V" % (pack, cvl))
+        if self._phase != ABSORPTION:
+            return
+        if pack < cvl - cells * c.absorption_cancel_cell_drop:
+            self._set_phase(BULK, "pack %.2f V fell %.2f V below CVL %.2f V" % (pack, cvl - pack, cvl))
+            return
+        if spread > c.balanced_cell_spread + SPREAD_NOISE:
+            self._balanced_since = None
+        elif spread <= c.balanced_cell_spread and self._balanced_since is None:
+            self._balanced_since = now
+        if self._balanced_since is not None and now - self._balanced_since >= c.absorption_time:
+            self._set_phase(FLOAT, "%.0f s at CVL %.2f V with cells balanced (spread %.3f V)" % (now - self._balanced_since, cvl, spread))
+            self._soc_armed = soc is not None and soc >= c.rebulk_soc
+            if not self._soc_armed:
+                # A full pack reading below the re-bulk SoC: the SoC is wrong; do not bounce back to bulk on it.
+                logger.warning("Full charge but SoC is %s (below charge.rebulk_soc %.0f %%): SoC looks wrong, ignored for re-bulk until it reads %.0f %% or more",
+                               "unknown" if soc is None else "%.1f %%" % soc, c.rebulk_soc, c.rebulk_soc)
+
+    def _voltage(self, units: Sequence[_Unit], now: float, cells: int, incomplete: Optional[str]) -> Tuple[float, str]:
+        c = self._cfg
+        bulk = (cells * min(c.bulk_cell_voltage, c.max_cell_voltage), Reason("bulk", "bulk %.3f V x %d cells" % (c.bulk_cell_voltage, cells)))
+        ceilings: List[Candidate] = [
+            (self._bat.max_charge_voltage, Reason("pack max", "battery.max_charge_voltage %.2f V" % self._bat.max_charge_voltage)),
+            (cells * c.max_cell_voltage, Reason("cell max", "max cell %.3f V x %d cells" % (c.max_cell_voltage, cells))),
+        ]
+        if cells == 15:
+            ceilings.append((PYLONTECH_15S_MAX_VOLTAGE, Reason("15s max", "15-cell ceiling %.2f V" % PYLONTECH_15S_MAX_VOLTAGE)))
+        top = _lowest([bulk] + ceilings)
+        floating = _lowest([(cells * min(c.float_cell_voltage, c.bulk_cell_voltage), Reason("float", "float %.3f V x %d cells" % (c.float_cell_voltage, cells))), top])
+        floor = min(cells * c.discharge_cutoff_cell_voltage, floating[0])
+        target = floating if (self._phase == FLOAT or incomplete is not None) else top
+
+        candidates: List[Candidate] = [target]
+        near: Optional[_Unit] = None
+        for u in units:
+            if u.cell_high is None or u.pack_voltage is None:
+                continue
+            over = u.overshoot(c.max_cell_voltage)
+            if over > 0.0:
+                text = "cell %s %.3f V above %.3f V" % (u.cell_high.id, u.cell_high.value, c.max_cell_voltage)
+                candidates.append((max(u.pack_voltage - over, floor), Reason("cell high " + u.cell_high.id, text)))
+            elif u.cell_high.value >= c.max_cell_voltage - c.max_cell_voltage_margin:
+                near = u
+        value, reason = _lowest(candidates)
+        previous = self._cvl.value
+        if len(candidates) == 1 and near is not None and near.cell_high is not None and previous is not None and previous < value:
+            # A cell just below its limit: hold CVL (rising now would only push it over again).
+            value = previous
+            reason = Reason("cell near " + near.cell_high.id, "cell %s %.3f V within %.3f V of %.3f V" % (
+                near.cell_high.id, near.cell_high.value, c.max_cell_voltage_margin, c.max_cell_voltage))
+        return self._cvl.step(value, reason, now, c.cvl_recovery_rate, incomplete, 0.1)
+
+    # -- currents ------------------------------------------------------
+
+    def _current(self, side: _Side, units: Sequence[_Unit], now: float, fresh: bool, blind: Optional[str], incomplete: Optional[str]) -> Tuple[float, str]:
+        """CCL or DCL.  Without data (``blind``) it is 0, or held for the side's grace time
+        when the last good poll had its worst cell in the full-current range."""
+        limit = self._ccl if side.charge else self._dcl
+        state = self._blind[side.name]
+        online = max(1, len(units))
+        rate = self._cfg.current_recovery_rate * online
+        log_step = max(1.0, 0.1 * side.per_battery * online)
+        if blind is None:
+            state.since = None
+            cells = [e.value for e in (u.cell_high if side.charge else u.cell_low for u in units) if e is not None]
+            state.last_cell = (max if side.charge else min)(cells, default=None)
+            value, reason = _lowest(self._current_candidates(side, units))
+            return limit.step(value, reason, now, rate, incomplete, log_step)
+        if state.since is None:
+            state.since = now
+            state.grace = side.grace > 0 and bool(limit.value) and state.last_cell is not None and side.cell_curve(state.last_cell) >= 1.0
+        if state.grace and now - state.since < side.grace:
+            text = "no data: %s; held up to %.0f s (last %s cell %.3f V)" % (
+                blind, side.grace, "highest" if side.charge else "lowest", state.last_cell or 0.0)
+            # What fresh data still says (units online, other units' cells, temperatures, states) may lower it.
+            known = self._current_candidates(side, units) if fresh else []
+            value, reason = _lowest([(limit.value or 0.0, Reason("grace", text))] + known)
+            return limit.step(value, reason, now, 0.0, incomplete, log_step)
+        return limit.step(0.0, Reason("blind", "no data: %s" % blind), now, rate, incomplete, log_step)
+
+    def _current_candidates(self, side: _Side, units: Sequence[_Unit]) -> List[Candidate]:
+        """Every rule's value for one direction, with its reason; the limit is the lowest."""
+        c = self._cfg
+        able = [u for u in units if not u.fet_off(side.fet_key)]
+        off = [u.address for u in units if u.fet_off(side.fet_key)]
+        cap_text = "max %.1f A x %d units" % (side.per_battery, len(able))
+        if off:
+            cap_text += " (%s)" % _plural(off, "%s switched off by its BMS" % side.name)
+        out: List[Candidate] = [(side.per_battery * len(able), Reason("max", cap_text))]
+        infos = [u.battery.info for u in able if u.battery.info is not None]
+        ratings = [r for r in (i.max_charge_current if side.charge else i.max_discharge_current for i in infos) if r is not None]
+        if ratings:
+            out.append((min(ratings) * len(able), Reason("bms", "BMS rating %.1f A x %d units" % (min(ratings), len(able)))))
+        bank_max = _lowest(out)[0]
+
+        # cell voltage: cut-off, then curve
+        cells = [u.cell_high if side.charge else u.cell_low for u in units]
+        known = [e for e in cells if e is not None]
+        if known:
+            worst = (max if side.charge else min)(known, key=lambda e: e.value)
+            key = Reason("cell " + worst.id, "cell %s %.3f V" % (worst.id, worst.value))
+            beyond = worst.value >= side.cutoff if side.charge else worst.value <= side.cutoff
+            if beyond:
+                out.append((0.0, Reason(key.key, "%s %s cut-off %.3f V" % (key.text, "at/above" if side.charge else "at/below", side.cutoff))))
+            out.append((side.cell_curve(worst.value) * bank_max, key))
+
+        # cell temperature: window, then curve on both the coldest and the hottest
+        temps = [e for u in units for e in (u.temp_low, u.temp_high) if e is not None]
+        middle = (side.temp_min + side.temp_max) / 2.0
+        for e in sorted(temps, key=lambda e: -abs(e.value - middle)):  # the most extreme names the reason
+            reason = Reason("temp " + e.id, "cell temperature %s %.1f °C" % (e.id, e.value))
+            if e.value < side.temp_min or e.value > side.temp_max:
+                out.append((0.0, Reason(reason.key, "%s outside %s window %.0f..%.0f °C" % (reason.text, side.name, side.temp_min, side.temp_max))))
+            out.append((side.temp_curve(e.value) * bank_max, reason))
+
+        for u in units:
+            if u.electronics is not None:
+                temp, label = u.electronics
+                out.append((self._electronics_curve(temp) * bank_max, Reason("%s B%d" % (label, u.address), "%s B%d %.1f °C" % (label, u.address, temp))))
+
+        socs = [(u.soc, u.address) for u in units if u.soc is not None]
+        if c.soc_derating and socs:
+            soc, address = (max if side.charge else min)(socs)
+            out.append((side.soc_curve(soc) * bank_max, Reason("soc B%d" % address, "SoC B%d %.0f %%" % (address, soc))))
+
+        if c.bms_states_block:
+            for u in units:
+                for state in u.states:
+                    if self._state_blocks(state, side.charge):
+                        out.append((0.0, Reason("state " + state.where, "BMS state %s" % state.text)))
+        return out
+
+    @staticmethod
+    def _state_blocks(state: _State, charge: bool) -> bool:
+        """Whether a unit's status word stops charge (or discharge).
+
+        Voltage: High / Over / unknown words stop charge, Low / Under stop
+        discharge.  Temperature: any abnormal word stops charge; an alarm-stage
+        word (Over / Under) also stops discharge.  ``CTemp.`` / ``DTemp.``
+        (charge / discharge temperature) act on their own direction only.
+        ``Base.St SysError`` stops charge.
+        """
+        column = state.column
+        if column in ("Volt.St", "B.V.St", "Volt. State"):
+            return state.direction != "low" if charge else state.direction == "low"
+        if column == "CTemp. State":
+            return charge
+        if column == "DTemp. State":
+            return not charge and state.level >= ALARM
+        if column in ("Temp.St", "B.T.St", "M.T.St", "Temp. State"):
+            return charge or state.level >= ALARM
+        if column == "Base.St":
+            return charge
+        return False
+
+    # -- alarms ----------------------------------------------------------
+
+    def _log_alarm(self, name: str, level: int, reason: str) -> None:
+        old = self._logged_alarms[name]
+        if level != old:
+            (logger.warning if level > old else logger.info)("Alarm %s %d -> %d%s", name, old, level, ": " + reason if reason else "")
+            self._logged_alarms[name] = level
+
+    def _alarm_levels(self, units: Sequence[_Unit], summary: BankSummary, spread: Optional[float], cells: int, missing: Sequence[int]) -> Dict[str, int]:
+        c = self._cfg
+        a = _Alarms()
+        if missing:
+            a.set("BmsCable", WARNING, _plural(missing, "missing"))
+        if not units:
+            a.set("BmsCable", ALARM, "no unit reporting")
+        charging = (summary.current or 0.0) > CHARGING_CURRENT
+        for u in units:
+            if u.cell_high is not None:
+                a.threshold("HighCellVoltage", u.cell_high.value, c.charge_cutoff_cell_voltage, LFP_CELL_MAX, True, "cell %s %.3f V" % (u.cell_high.id, u.cell_high.value))
+            if u.cell_low is not None:
+                a.threshold("LowCellVoltage", u.cell_low.value, c.discharge_cutoff_cell_voltage, LFP_CELL_MIN, False, "cell %s %.3f V" % (u.cell_low.id, u.cell_low.value))
+            if u.pack_voltage is not None:
+                text = "B%d pack %.2f V" % (u.address, u.pack_voltage)
+                a.threshold("HighVoltage", u.pack_voltage, cells * c.charge_cutoff_cell_voltage, cells * LFP_CELL_MAX, True, text)
+                a.threshold("LowVoltage", u.pack_voltage, cells * c.discharge_cutoff_cell_voltage, cells * LFP_CELL_MIN, False, text)
+            for e in (u.temp_high, u.temp_low):
+                if e is None:
+                    continue
+                text = "cell temperature %s %.1f °C" % (e.id, e.value)
+                a.threshold("HighTemperature", e.value, c.charge_max_temperature + 1e-9, c.discharge_max_temperature + 1e-9, True, text)
+                a.threshold("LowTemperature", e.value, c.charge_min_temperature - 1e-9, c.discharge_min_temperature - 1e-9, False, text)
+                if charging and e.value > c.charge_max_temperature:
+                    a.set("HighChargeTemperature", ALARM, "charging at " + text)
+                if charging and e.value < c.charge_min_temperature:
+                    a.set("LowChargeTemperature", ALARM, "charging at " + text)
+            if u.electronics is not None:
+                fraction = self._electronics_curve(u.electronics[0])
+                if fraction < 1.0:
+                    a.set("HighInternalTemperature", ALARM if fraction <= 0.0 else WARNING, "%s B%d %.1f °C" % (u.electronics[1], u.address, u.electronics[0]))
+            self._unit_alarms(a, u)
+        if spread is not None:
+            a.threshold("CellImbalance", spread, c.imbalance_warning, c.imbalance_alarm, True, "cell spread %.3f V" % spread)
+        if summary.soc is not None:
+            a.threshold("LowSoc", summary.soc, c.low_soc_warning, c.low_soc_alarm, False, "SoC %.1f %%" % summary.soc)
+        a.set("HighCurrent", max(a.levels["HighChargeCurrent"], a.levels["HighDischargeCurrent"]), a.reasons.get("HighChargeCurrent") or a.reasons.get("HighDischargeCurrent", ""))
+        for name in ALARM_NAMES:
+            self._log_alarm(name, a.levels[name], a.reasons.get(name, ""))
+        return a.levels
+
+    @staticmethod
+    def _unit_alarms(a: _Alarms, u: _Unit) -> None:
+        """Alarms from a unit's status words, events and ratings."""
+        for s in u.states:
+            column, up = s.column, s.direction == "high"
+            if column == "Volt.St":
+                a.set("HighVoltage" if up else "LowVoltage" if s.direction == "low" else "InternalFailure", s.level, s.text)
+            elif column in ("B.V.St", "Volt. State"):
+                a.set("HighCellVoltage" if up else "LowCellVoltage" if s.direction == "low" else "InternalFailure", s.level, s.text)
+            elif column == "M.T.St":
+                a.set("HighInternalTemperature", s.level, s.text)
+            elif column == "CTemp. State":
+                a.set("HighChargeTemperature" if up else "LowChargeTemperature", s.level, s.text)
+            elif column in ("Temp.St", "B.T.St", "Temp. State", "DTemp. State"):
+                a.set("HighTemperature" if up else "LowTemperature", s.level, s.text)
+            elif column in ("Curr.St", "Curr. State"):
+                current = u.current or 0.0
+                a.set("HighChargeCurrent" if current > 0 else "HighDischargeCurrent" if current < 0 else "HighCurrent", s.level, s.text)
+            else:  # Base.St SysError, SysAlarm.St
+                a.set("InternalFailure", s.level, s.text)
+        detail = u.battery.detail
+        if detail is not None:
+            events = detail.power_events or 0
+            for bit, name, level in _POWER_EVENT_ALARMS:
+                if events & bit:
+                    a.set(name, level, "B%d Power Events 0x%X" % (u.address, events))
+            if detail.system_fault:
+                a.set("InternalFailure", ALARM, "B%d System Fault 0x%X" % (u.address, detail.system_fault))
+            kind = _state_kind(detail.soh_state)
+            if kind is not None and detail.soh_state is not None:
+                a.set("StateOfHealth", WARNING, "B%d Soh. Status %s" % (u.address, detail.soh_state.strip()))
+        info = u.battery.info
+        if info is not None and u.current is not None:
+            if info.max_charge_current and u.current > info.max_charge_current:
+                a.set("HighChargeCurrent", WARNING, "B%d %.1f A above its rating %.1f A" % (u.address, u.current, info.max_charge_current))
+            if info.max_discharge_current and -u.current > info.max_discharge_current:
+                a.set("HighDischargeCurrent", WARNING, "B%d %.1f A above its rating %.1f A" % (u.address, -u.current, info.max_discharge_current))
