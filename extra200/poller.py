@@ -25,7 +25,7 @@ from typing import Callable, Dict, List, Optional, Set, Tuple, TypeVar
 
 from .config import BatteryConfig, SerialConfig
 from .framing import Reply
-from .model import Bank, Battery, PowerDetail, PowerRow
+from .model import Bank, Battery, CellTable, PowerDetail, PowerRow
 from .parsing import (
     ParseError,
     is_error_reply,
@@ -71,6 +71,8 @@ class BankReader:
         self._failed_logged: Set[str] = set()
         self._missing_logged: Set[int] = set()
         self.polls = 0
+        # The daemon's stop request: the poll ends before the next command instead of after all of them.
+        self.stopping: Callable[[], bool] = lambda: False
 
     # -- one command -------------------------------------------------------
     def _ask(self, command: str, parse: Callable[[str], T]) -> Optional[T]:
@@ -79,6 +81,8 @@ class BankReader:
         if family in self.rejected:
             return None
         for attempt in (1, 2):
+            if self.stopping():
+                raise PollFailed("stopping: '%s' not sent" % command)
             try:
                 reply: Reply = self._console.command(command)
                 if not reply.ok:
@@ -139,7 +143,12 @@ class BankReader:
 
         # Identity first: its cell count lets the cell table's parser spot a reply cut between rows.
         self._read_identity(present, full, now)
-        self._read_cells(present, full, now)
+        # Without the pwr table (Extra2000), the cells are the only source of cell extremes: every poll.
+        self._read_cells(present, full or "pwr" in self.rejected, now)
+        for address in present:
+            battery = self.batteries[address]
+            if battery.row is not None and battery.row.cell_voltage_low is None and battery.cells_time == now:
+                battery.row = _row_with_cell_extremes(battery.row, battery.cells)
 
         expected = self._expected or tuple(present)
         missing = tuple(a for a in expected if a not in present)
@@ -164,6 +173,8 @@ class BankReader:
         addresses = self._expected or (1,)
         rows: List[PowerRow] = []
         for address in addresses:
+            if self.stopping():
+                raise PollFailed("stopping: 'pwr %d' not sent" % address)
             try:
                 reply = self._console.command("pwr %d" % address)
             except ConsoleError as exc:
@@ -267,6 +278,24 @@ def _own(record: T, address: int, command: str) -> T:
     if printed is not None and printed != address:
         raise ParseError("'%s %d' answered for unit %d" % (command, address, printed))
     return record
+
+
+def _row_with_cell_extremes(row: PowerRow, table: Optional[CellTable]) -> PowerRow:
+    """Cell voltage and temperature extremes for a row built from ``pwr N``, from this poll's cell table."""
+    if table is None:
+        return row
+    volts = [(c.voltage, c.index) for c in table.cells if c.voltage is not None]
+    temps = [(c.temperature, c.index) for c in table.cells if c.temperature is not None]
+    if len(volts) != len(table.cells):
+        return row  # an incomplete table proves nothing about the extremes
+    fill = {
+        "cell_voltage_low": min(volts)[0], "cell_voltage_low_id": min(volts)[1],
+        "cell_voltage_high": max(volts)[0], "cell_voltage_high_id": max(volts)[1],
+    }
+    if temps and len(temps) == len(table.cells):
+        fill.update({"cell_temp_low": min(temps)[0], "cell_temp_low_id": min(temps)[1],
+                     "cell_temp_high": max(temps)[0], "cell_temp_high_id": max(temps)[1]})
+    return dataclasses.replace(row, **fill)
 
 
 def _row_from_detail(row: PowerRow, detail: PowerDetail) -> PowerRow:

@@ -173,3 +173,54 @@ def test_unreachable_port_is_named(tmp_path):
                           capture_output=True, text=True, timeout=60)
     assert proc.returncode == 1
     assert "ttyNOPE" in proc.stderr
+
+
+def test_extra2000_over_a_pty_at_19200_woken_by_the_1200_baud_frame(tmp_path):
+    """The original program's battery: asleep console, 19200 baud, login debug, no pwr table."""
+    import subprocess
+    import sys
+    from daemon_helpers import ENTRY
+
+    sim = PtySimulator("extra2000", drift=False)
+    sim.start()
+    try:
+        config = write_config(str(tmp_path), 1, "x", serial={"baud": 19200, "login_debug": True},
+                              battery={"addresses": [1, 2]})
+        proc = subprocess.run([sys.executable, ENTRY, "--config", config, "--port", sim.path, "--once"],
+                              capture_output=True, text=True, timeout=120)
+        assert proc.returncode == 0, proc.stderr
+        assert "wake-up frame" in proc.stderr and "rejects 'pwr'" in proc.stderr
+        result = json.loads(proc.stdout)
+        expected = expected_bank(sim)
+        bank = result["bank"]
+        assert problems(bank) == []
+        assert bank["Dc"]["Voltage"] == expected["voltage"]
+        assert bank["Soc"] == expected["soc"]
+        assert bank["System"]["MinCellVoltage"] == expected["min_cell"]
+        assert bank["System"]["MaxCellVoltage"] == expected["max_cell"]
+        # cell data came from bat N this poll, so charging is allowed (not the no-data safe state)
+        assert bank["Info"]["MaxChargeCurrent"] > 0 and bank["Info"]["ChargeMode"] == "Bulk"
+    finally:
+        sim.stop()
+
+
+@pytest.mark.parametrize("scenario", ["us2000c-3", "us3000c-16", "pytes-16cell", "alarms-absent"])
+def test_shipped_scenarios_poll_to_valid_payloads(scenario, tmp_path):
+    import subprocess
+    import sys
+    from daemon_helpers import ENTRY
+
+    cells = 16 if scenario.startswith("pytes") else 15
+    config = write_config(str(tmp_path), 1, "x", battery={"num_cells": cells, "max_charge_voltage": 55.2 if cells == 16 else 52.5})
+    proc = subprocess.run([sys.executable, ENTRY, "--config", config, "--port", "pylonsim://?scenario=%s&drift=0" % scenario,
+                           "--once"], capture_output=True, text=True, timeout=120)
+    assert proc.returncode == 0, proc.stderr
+    result = json.loads(proc.stdout)
+    assert problems(result["bank"]) == []
+    for payload in result["batteries"]:
+        assert problems(payload) == []
+    assert result["bank"]["Info"]["MaxChargeVoltage"] <= (55.2 if cells == 16 else 52.5)
+    if scenario == "alarms-absent":
+        # a high cell and a low unit: charge and discharge stopped, with the reasons
+        assert result["bank"]["Info"]["MaxChargeCurrent"] == 0 and result["bank"]["Io"]["AllowToCharge"] == 0
+        assert result["bank"]["System"]["NrOfModulesOnline"] == 4
