@@ -202,7 +202,7 @@ class Daemon:
         except PollFailed as exc:
             self.last_error = str(exc)
             self._poll_failed(now)
-            if self._failures_in_row >= 2 and self.console.is_open:
+            if self._failures_in_row >= 2 and self.console.is_open and not self.reader.stopping():
                 self._rewake()
             return None
         except ConsoleError as exc:  # the device vanished mid-poll
@@ -217,6 +217,8 @@ class Daemon:
         fresh = summary.units_online > 0
         if fresh:
             self.last_good = now
+        else:
+            self.last_error = "the console answers, but its pwr table shows no battery present"
         limits = self.controller.update(bank, summary, now, fresh)
         self.last_limits = limits
         return PollOutcome(bank, summary, limits, fresh, now, bank.poll_time or time.time())
@@ -326,6 +328,7 @@ class Daemon:
 
     # -- the loop --------------------------------------------------------------
     def run(self, stop: threading.Event) -> int:
+        self.reader.stopping = stop.is_set
         self.energy.load()
         self.start_outputs()
         logger.info("polling %s every %.1f s; MQTT %s", self.port, self.config.serial.reading_freq,

@@ -29,15 +29,14 @@ barcode seen at each address is remembered, so after a restart a unit whose
 Times are wall-clock seconds (``time.time()``), as they must survive restarts.
 """
 
-import json
 import logging
 import os
-import tempfile
 import threading
 from dataclasses import dataclass
 from typing import Any, Dict, Mapping, Optional, Tuple
 
 from .derive import BankSummary
+from .files import read_json, write_json_atomic
 from .model import Bank
 
 logger = logging.getLogger(__name__)
@@ -101,60 +100,6 @@ def split_trapezoid(p0: float, p1: float, seconds: float) -> Tuple[float, float]
     charged = max(first, 0.0) + max(second, 0.0)
     discharged = -(min(first, 0.0) + min(second, 0.0))
     return charged, discharged
-
-
-def write_json_atomic(path: str, data: Any) -> None:
-    """Replace ``path`` with ``data`` as JSON so that a crash leaves either the old or the new file.
-
-    Raises OSError when the directory cannot be created or written.
-    """
-    directory = os.path.dirname(os.path.abspath(path))
-    os.makedirs(directory, exist_ok=True)
-    handle, temp = tempfile.mkstemp(prefix=".%s." % os.path.basename(path), suffix=".tmp", dir=directory)
-    try:
-        with os.fdopen(handle, "w", encoding="utf-8") as stream:
-            json.dump(data, stream, sort_keys=True, indent=1)
-            stream.write("\n")
-            stream.flush()
-            os.fsync(stream.fileno())
-        os.replace(temp, path)
-    except BaseException:
-        try:
-            os.unlink(temp)
-        except OSError:
-            pass
-        raise
-    try:  # make the rename itself durable
-        dir_fd = os.open(directory, os.O_RDONLY)
-    except OSError:
-        return
-    try:
-        os.fsync(dir_fd)
-    except OSError:
-        pass
-    finally:
-        os.close(dir_fd)
-
-
-def read_json(path: str) -> Optional[Any]:
-    """The JSON document in ``path``; None when the file does not exist.
-
-    An unreadable or corrupt file is moved aside (``<path>.corrupt``), logged,
-    and read as None, so one bad file never stops the daemon.
-    """
-    try:
-        with open(path, encoding="utf-8") as handle:
-            return json.load(handle)
-    except FileNotFoundError:
-        return None
-    except (OSError, ValueError) as exc:
-        aside = path + ".corrupt"
-        try:
-            os.replace(path, aside)
-            logger.error("%s cannot be read (%s); moved to %s, starting afresh", path, exc, aside)
-        except OSError:
-            logger.error("%s cannot be read (%s); starting afresh", path, exc)
-        return None
 
 
 class _Counter:

@@ -47,7 +47,8 @@ import yaml
 from . import __version__
 from .config import Config, HomeAssistantConfig
 from .derive import BankSummary, Extreme, UnitSummary
-from .energy import EMPTY_SNAPSHOT, EnergySnapshot, EnergyTotals, read_json, stored_energy_wh, write_json_atomic
+from .energy import EMPTY_SNAPSHOT, EnergySnapshot, EnergyTotals, stored_energy_wh
+from .files import read_json, write_json_atomic
 from .model import Bank, Battery, CellRow
 
 logger = logging.getLogger(__name__)

@@ -17,11 +17,11 @@ import json
 import logging
 import math
 import os
-import tempfile
 from typing import Any, Dict, List, Mapping, Optional
 
 from . import __version__
 from .derive import BankSummary, Extreme, UnitSummary
+from .files import write_text_atomic
 from .model import Bank, Battery
 from .stats import cell_statistics, cell_values, statistics_wanted
 
@@ -164,44 +164,8 @@ def _iso(timestamp: Optional[float]) -> Optional[str]:
 
 
 def write_status(path: str, document: Mapping[str, Any]) -> None:
-    """Replace ``path`` with ``document`` as JSON, atomically; raise ``OSError`` (or ``ValueError``) on failure.
-
-    The temporary file is in the same directory (a rename is atomic only
-    within one file system), is fsynced before the rename, and is made
-    readable by everyone like a normally created file.
-    """
-    text = json.dumps(_plain(document), allow_nan=False, separators=(",", ":")) + "\n"
-    directory = os.path.dirname(os.path.abspath(path))
-    os.makedirs(directory, exist_ok=True)
-    handle, temporary = tempfile.mkstemp(dir=directory, prefix="." + os.path.basename(path) + ".", suffix=".tmp")
-    try:
-        with os.fdopen(handle, "w", encoding="utf-8") as stream:
-            stream.write(text)
-            stream.flush()
-            os.fsync(stream.fileno())
-            os.fchmod(stream.fileno(), 0o644)
-        os.replace(temporary, path)
-    except BaseException:
-        try:
-            os.unlink(temporary)
-        except OSError:
-            pass
-        raise
-    _sync_directory(directory)
-
-
-def _sync_directory(directory: str) -> None:
-    """Make the rename itself durable (best effort: not every file system allows it)."""
-    try:
-        fd = os.open(directory, os.O_RDONLY)
-    except OSError:
-        return
-    try:
-        os.fsync(fd)
-    except OSError:
-        pass
-    finally:
-        os.close(fd)
+    """Replace ``path`` with ``document`` as JSON, atomically; raise ``OSError`` (or ``ValueError``) on failure."""
+    write_text_atomic(path, json.dumps(_plain(document), allow_nan=False, separators=(",", ":")) + "\n")
 
 
 class StatusFile:

@@ -42,6 +42,18 @@ def find_program(name: str, *extra_dirs: str) -> str:
     return path
 
 
+def terminate(process: Optional[subprocess.Popen], timeout: float) -> None:
+    """SIGTERM and wait; SIGKILL when it does not stop within ``timeout`` seconds."""
+    if process is None:
+        return
+    process.terminate()
+    try:
+        process.wait(timeout=timeout)
+    except subprocess.TimeoutExpired:
+        process.kill()
+        process.wait()
+
+
 class Mosquitto:
     """A Mosquitto broker on 127.0.0.1:<free port>; ``stop()`` and ``start()`` again on the same port."""
 
@@ -84,14 +96,8 @@ class Mosquitto:
         return self
 
     def stop(self) -> None:
-        if self.process is not None:
-            self.process.terminate()
-            try:
-                self.process.wait(timeout=5)
-            except subprocess.TimeoutExpired:
-                self.process.kill()
-                self.process.wait()
-            self.process = None
+        terminate(self.process, 5)
+        self.process = None
 
     def close(self) -> None:
         self.stop()
@@ -248,15 +254,9 @@ class MariaDB:
             self.process.send_signal(signal.SIGCONT)
 
     def stop(self) -> None:
-        if self.process is not None:
-            self.thaw()
-            self.process.terminate()  # SIGTERM: a clean shutdown
-            try:
-                self.process.wait(timeout=60)
-            except subprocess.TimeoutExpired:
-                self.process.kill()
-                self.process.wait()
-            self.process = None
+        self.thaw()
+        terminate(self.process, 60)  # SIGTERM: a clean shutdown
+        self.process = None
 
     def close(self) -> None:
         self.stop()

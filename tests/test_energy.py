@@ -12,14 +12,8 @@ import pytest
 
 from conftest import ROOT
 from extra200.derive import summarize_bank
-from extra200.energy import (
-    EnergyCounters,
-    EnergyTotals,
-    read_json,
-    split_trapezoid,
-    stored_energy_wh,
-    write_json_atomic,
-)
+from extra200.energy import EnergyCounters, EnergyTotals, split_trapezoid, stored_energy_wh
+from extra200.files import read_json, write_json_atomic
 from extra200.model import Bank, Battery, DeviceInfo, PowerRow
 
 T0 = 1_800_000_000.0  # a wall-clock time; counters survive restarts, so they use time.time()
