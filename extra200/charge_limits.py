@@ -826,13 +826,15 @@ class ChargeController:
             if u.electronics is not None:
                 fraction = self._electronics_curve(u.electronics[0])
                 if fraction < 1.0:
-                    a.set("HighInternalTemperature", ALARM if fraction <= 0.0 else WARNING, "%s B%d %.1f °C" % (u.electronics[1], u.address, u.electronics[0]))
+                    a.set("HighInternalTemperature", ALARM if fraction <= 0.0 else WARNING,
+                          "%s B%d %.1f °C" % (u.electronics[1], u.address, u.electronics[0]))
             self._unit_alarms(a, u)
         if spread is not None:
             a.threshold("CellImbalance", spread, c.imbalance_warning, c.imbalance_alarm, True, "cell spread %.3f V" % spread)
         if summary.soc is not None:
             a.threshold("LowSoc", summary.soc, c.low_soc_warning, c.low_soc_alarm, False, "SoC %.1f %%" % summary.soc)
-        a.set("HighCurrent", max(a.levels["HighChargeCurrent"], a.levels["HighDischargeCurrent"]), a.reasons.get("HighChargeCurrent") or a.reasons.get("HighDischargeCurrent", ""))
+        a.set("HighCurrent", max(a.levels["HighChargeCurrent"], a.levels["HighDischargeCurrent"]),
+              a.reasons.get("HighChargeCurrent") or a.reasons.get("HighDischargeCurrent", ""))
         for name in ALARM_NAMES:
             self._log_alarm(name, a.levels[name], a.reasons.get(name, ""))
         return a.levels
@@ -845,7 +847,8 @@ class ChargeController:
             if column == "Volt.St":
                 a.set("HighVoltage" if up else "LowVoltage" if s.direction == "low" else "InternalFailure", s.level, s.text)
             elif column in ("B.V.St", "Volt. State"):
-                a.set("HighCellVoltage" if up else "LowCellVoltage" if s.direction == "low" else "InternalFailure", s.level, s.text)
+                name = "HighCellVoltage" if up else "LowCellVoltage" if s.direction == "low" else "InternalFailure"
+                a.set(name, s.level, s.text)
             elif column == "M.T.St":
                 a.set("HighInternalTemperature", s.level, s.text)
             elif column == "CTemp. State":
@@ -854,7 +857,8 @@ class ChargeController:
                 a.set("HighTemperature" if up else "LowTemperature", s.level, s.text)
             elif column in ("Curr.St", "Curr. State"):
                 current = u.current or 0.0
-                a.set("HighChargeCurrent" if current > 0 else "HighDischargeCurrent" if current < 0 else "HighCurrent", s.level, s.text)
+                name = "HighChargeCurrent" if current > 0 else "HighDischargeCurrent" if current < 0 else "HighCurrent"
+                a.set(name, s.level, s.text)
             else:  # Base.St SysError, SysAlarm.St
                 a.set("InternalFailure", s.level, s.text)
         detail = u.battery.detail
@@ -871,6 +875,8 @@ class ChargeController:
         info = u.battery.info
         if info is not None and u.current is not None:
             if info.max_charge_current and u.current > info.max_charge_current:
-                a.set("HighChargeCurrent", WARNING, "B%d %.1f A above its rating %.1f A" % (u.address, u.current, info.max_charge_current))
+                a.set("HighChargeCurrent", WARNING,
+                      "B%d %.1f A above its rating %.1f A" % (u.address, u.current, info.max_charge_current))
             if info.max_discharge_current and -u.current > info.max_discharge_current:
-                a.set("HighDischargeCurrent", WARNING, "B%d %.1f A above its rating %.1f A" % (u.address, -u.current, info.max_discharge_current))
+                a.set("HighDischargeCurrent", WARNING,
+                      "B%d %.1f A above its rating %.1f A" % (u.address, -u.current, info.max_discharge_current))

@@ -181,7 +181,8 @@ class MqttLink:
         reason = args[1] if len(args) >= 2 else (args[0] if args else None)
         code = _reason_value(reason)
         if code != 0 and was_connected and not self._down_logged:
-            logger.warning("MQTT: lost the connection to %s (%s); reconnecting in the background", self.broker, _describe(reason, code))
+            logger.warning("MQTT: lost the connection to %s (%s); reconnecting in the background",
+                           self.broker, _describe(reason, code))
             self._down_logged = True
 
     def _on_connect_fail(self, client: "paho.Client", userdata: Any) -> None:

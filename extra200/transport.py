@@ -214,10 +214,8 @@ class Console:
             if self._probe_garbage:
                 message = "no prompt%s, only %d bytes of garbage: %s" % (hint, self._probe_garbage, _GARBAGE_HINT % self.baud)
             else:
-                message = "no prompt%s: check the cable (Console port, TX/RX/GND), the baud rate (%d) and that the battery is on" % (
-                    hint,
-                    self.baud,
-                )
+                message = ("no prompt%s: check the cable (Console port, TX/RX/GND), the baud rate (%d) "
+                           "and that the battery is on" % (hint, self.baud))
             logger.warning("%s: %s", self.url, message)
             raise ConsoleSilent(message, port=self.url, command=what)
         logger.debug("%s: awake, prompt %r", self.url, prompt)

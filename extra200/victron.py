@@ -117,7 +117,8 @@ def _limits_part(payload: Dict[str, Any], limits: Limits, share: float) -> None:
         payload["Alarms"] = {name: int(level) for name, level in sorted(limits.alarms.items())}
 
 
-def bank_payload(summary: BankSummary, limits: Limits, cells_per_battery: Optional[int], units_offline: int) -> Optional[Dict[str, Any]]:
+def bank_payload(summary: BankSummary, limits: Limits, cells_per_battery: Optional[int],
+                 units_offline: int) -> Optional[Dict[str, Any]]:
     """The bank message, or None when a required value is unknown (then nothing is sent)."""
     payload = _common(summary)
     if payload is None:
@@ -168,7 +169,8 @@ class VictronPublisher:
             return True
         return False
 
-    def update(self, summary: BankSummary, limits: Limits, units_offline: int, cells_per_battery: Optional[int], now: float) -> int:
+    def update(self, summary: BankSummary, limits: Limits, units_offline: int, cells_per_battery: Optional[int],
+               now: float) -> int:
         """Publish fresh data; returns the number of messages sent."""
         sent = 0
         bank = bank_payload(summary, limits, cells_per_battery, units_offline)

@@ -83,7 +83,7 @@ class DaemonProcess:
         except subprocess.TimeoutExpired:
             self.proc.kill()
             self.proc.wait()
-            raise AssertionError("daemon did not stop within %.0f s after SIGTERM:\n%s" % (timeout, self.log()))
+            raise AssertionError("daemon did not stop within %.0f s after SIGTERM:\n%s" % (timeout, self.log())) from None
 
     def kill(self) -> None:
         if self.proc is not None and self.proc.poll() is None:

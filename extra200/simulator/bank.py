@@ -337,7 +337,8 @@ class Bank:
                     raise ScenarioError(problems, "Bank")
                 self._apply(unit, checked)
 
-    def set_events(self, address: Target, bat: Optional[int] = None, power: Optional[int] = None, fault: Optional[int] = None) -> None:
+    def set_events(self, address: Target, bat: Optional[int] = None, power: Optional[int] = None,
+                   fault: Optional[int] = None) -> None:
         """Event words of ``pwr N`` (None leaves one unchanged)."""
         changes = {k: v for k, v in (("bat_events", bat), ("power_events", power), ("system_fault", fault)) if v is not None}
         self.update(address, **changes)

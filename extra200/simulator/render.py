@@ -273,7 +273,8 @@ def _pwr_detail_pytes(fw: Firmware, s: UnitSnapshot, charge_times: int, seconds:
     ]
     protect = [
         b"\r" + _enc(_kv("Bat Protect ENA", "OV HV LV UV SLP OT HT LT UT", 0)) + b"\r\n",
-        b"\r" + _enc(_kv("Pwr Protect ENA", "OV HV LV UV SLP OT HT LT UT COC COC1 COC2 COCA DOCA DOC DOC1 DOC2 SC", 0)) + b"\r\r\n",
+        b"\r" + _enc(_kv("Pwr Protect ENA", "OV HV LV UV SLP OT HT LT UT COC COC1 COC2 COCA DOCA DOC DOC1 DOC2 SC", 0))
+        + b"\r\r\n",
     ]
     second = [
         _event("Bat Events", s.bat_events, BAT_EVENT_NAMES, 10),

@@ -378,7 +378,8 @@ def _build(data: Mapping[str, Any], where: str) -> Scenario:
     values["timeline"] = _timeline(data.get("timeline") or [], count, problems)
 
     if firmware.pwr_rows and count > firmware.pwr_rows:
-        problems.append("units: %d units do not fit the %d-row pwr table of firmware %s" % (count, firmware.pwr_rows, firmware.name))
+        problems.append("units: %d units do not fit the %d-row pwr table of firmware %s"
+                        % (count, firmware.pwr_rows, firmware.name))
     for address in range(1, count + 1):
         settings = dict(values["defaults"])
         settings.update(unit_settings.get(address, {}))
