@@ -150,12 +150,12 @@ class ChargeLimits:
 
 def _floor(value: float, digits: int) -> float:
     """Round down (a published limit never ends up above the value the rules allow)."""
-    scale = 10 ** digits
+    scale = 10**digits
     return round(math.floor(value * scale + 1e-6) / scale, digits)
 
 
 def _ceil(value: float, digits: int) -> float:
-    scale = 10 ** digits
+    scale = 10**digits
     return round(math.ceil(value * scale - 1e-6) / scale, digits)
 
 
@@ -201,7 +201,9 @@ class _Limit:
     def _fmt(self, value: Optional[float]) -> str:
         return "-" if value is None else "%.*f" % (self.digits, value)
 
-    def step(self, target: float, reason: Reason, now: float, rate: float, blocked: Optional[str], log_step: float) -> Tuple[float, str]:
+    def step(
+        self, target: float, reason: Reason, now: float, rate: float, blocked: Optional[str], log_step: float
+    ) -> Tuple[float, str]:
         """Move towards ``target``; ``blocked`` (a readable why) forbids any rise this poll."""
         target = max(target, 0.0)
         why = reason
@@ -243,7 +245,9 @@ class _Limit:
             or last_value == 0.0
             or (why.key != "ramp" and abs(published - last_value) >= log_step)
         ):
-            logger.info("%s %s -> %s %s: %s", self.name, self._fmt(self.published), self._fmt(published), self.unit, why.text)
+            logger.info(
+                "%s %s -> %s %s: %s", self.name, self._fmt(self.published), self._fmt(published), self.unit, why.text
+            )
             self._logged = (published, why.key)
 
 
@@ -258,7 +262,12 @@ def _state_kind(word: Optional[str]) -> Optional[Tuple[str, int]]:
     text = word.strip().lower()
     if text in ("", "-", "normal"):
         return None
-    for prefix, kind in (("high", ("high", WARNING)), ("over", ("high", ALARM)), ("low", ("low", WARNING)), ("under", ("low", ALARM))):
+    for prefix, kind in (
+        ("high", ("high", WARNING)),
+        ("over", ("high", ALARM)),
+        ("low", ("low", WARNING)),
+        ("under", ("low", ALARM)),
+    ):
         if text.startswith(prefix):
             return kind
     return ("other", WARNING)
@@ -266,7 +275,11 @@ def _state_kind(word: Optional[str]) -> Optional[Tuple[str, int]]:
 
 # Status columns by what they watch: (console label, PowerRow attribute).
 _ROW_VOLTAGE_STATES = (("Volt.St", "voltage_state"), ("B.V.St", "battery_voltage_state"))
-_ROW_TEMPERATURE_STATES = (("Temp.St", "temperature_state"), ("B.T.St", "battery_temperature_state"), ("M.T.St", "mos_temperature_state"))
+_ROW_TEMPERATURE_STATES = (
+    ("Temp.St", "temperature_state"),
+    ("B.T.St", "battery_temperature_state"),
+    ("M.T.St", "mos_temperature_state"),
+)
 
 
 @dataclass(frozen=True)
@@ -282,7 +295,11 @@ class _State:
 
     @property
     def where(self) -> str:
-        return "B%dC%d %s" % (self.address, self.cell + 1, self.column) if self.cell is not None else "B%d %s" % (self.address, self.column)
+        return (
+            "B%dC%d %s" % (self.address, self.cell + 1, self.column)
+            if self.cell is not None
+            else "B%d %s" % (self.address, self.column)
+        )
 
     @property
     def text(self) -> str:
@@ -332,7 +349,9 @@ def _pick(a: Optional[Extreme], b: Optional[Extreme], highest: bool) -> Optional
     return b if b.value < a.value else a
 
 
-def _row_extreme(located: Optional[Extreme], value: Optional[float], address: int, index: Optional[int]) -> Optional[Extreme]:
+def _row_extreme(
+    located: Optional[Extreme], value: Optional[float], address: int, index: Optional[int]
+) -> Optional[Extreme]:
     """The pwr row's extreme, keeping the cell derive.py located in the table when the row has no id."""
     if value is None:
         return None
@@ -345,7 +364,9 @@ def _read_unit(battery: Battery, summary: Optional[UnitSummary], now: float) -> 
     row = battery.row
     assert row is not None  # only present units are read
     table = battery.cells
-    recent = table is not None and battery.cells_time is not None and 0.0 <= now - battery.cells_time <= CELL_TABLE_MAX_AGE
+    recent = (
+        table is not None and battery.cells_time is not None and 0.0 <= now - battery.cells_time <= CELL_TABLE_MAX_AGE
+    )
     cells = table.cells if (table is not None and recent) else ()
 
     def from_table(attr: str, highest: bool) -> Optional[Extreme]:
@@ -355,13 +376,21 @@ def _read_unit(battery: Battery, summary: Optional[UnitSummary], now: float) -> 
         value, index = (max if highest else min)(known, key=lambda pair: pair[0])
         return Extreme(value, battery.address, index)
 
-    def extreme(attr: str, highest: bool, value: Optional[float], index: Optional[int], located: Optional[Extreme]) -> Optional[Extreme]:
+    def extreme(
+        attr: str, highest: bool, value: Optional[float], index: Optional[int], located: Optional[Extreme]
+    ) -> Optional[Extreme]:
         return _pick(_row_extreme(located, value, battery.address, index), from_table(attr, highest), highest)
 
     s = summary
-    electronics = [(t, label) for t, label in ((row.temperature, "BMS"), (row.mos_temperature, "MOSFET")) if t is not None]
+    electronics = [
+        (t, label) for t, label in ((row.temperature, "BMS"), (row.mos_temperature, "MOSFET")) if t is not None
+    ]
     states: List[_State] = []
-    for column, attr in _ROW_VOLTAGE_STATES + _ROW_TEMPERATURE_STATES + (("Curr.St", "current_state"), ("SysAlarm.St", "system_alarm_state")):
+    for column, attr in (
+        _ROW_VOLTAGE_STATES
+        + _ROW_TEMPERATURE_STATES
+        + (("Curr.St", "current_state"), ("SysAlarm.St", "system_alarm_state"))
+    ):
         word = getattr(row, attr)
         kind = _state_kind(word)
         if kind is not None:
@@ -369,8 +398,14 @@ def _read_unit(battery: Battery, summary: Optional[UnitSummary], now: float) -> 
     if row.base_state is not None and row.base_state.strip().lower() == "syserror":
         states.append(_State(battery.address, "Base.St", row.base_state.strip(), "other", ALARM))
     for cell in cells:
-        columns = [("Volt. State", cell.voltage_state), ("Temp. State", cell.temperature_state), ("Curr. State", cell.current_state)]
-        columns.extend((label, word) for label, word in sorted(cell.extra.items()) if label in ("CTemp. State", "DTemp. State"))
+        columns = [
+            ("Volt. State", cell.voltage_state),
+            ("Temp. State", cell.temperature_state),
+            ("Curr. State", cell.current_state),
+        ]
+        columns.extend(
+            (label, word) for label, word in sorted(cell.extra.items()) if label in ("CTemp. State", "DTemp. State")
+        )
         for column, word in columns:
             kind = _state_kind(word)
             if kind is not None and word is not None:
@@ -383,15 +418,27 @@ def _read_unit(battery: Battery, summary: Optional[UnitSummary], now: float) -> 
         pack_voltage=row.voltage,
         current=row.current,
         soc=row.soc,
-        cell_high=extreme("voltage", True, row.cell_voltage_high, row.cell_voltage_high_id, s.cell_voltage_max if s else None),
-        cell_low=extreme("voltage", False, row.cell_voltage_low, row.cell_voltage_low_id, s.cell_voltage_min if s else None),
-        temp_high=extreme("temperature", True, row.cell_temp_high, row.cell_temp_high_id, s.cell_temp_max if s else None),
+        cell_high=extreme(
+            "voltage", True, row.cell_voltage_high, row.cell_voltage_high_id, s.cell_voltage_max if s else None
+        ),
+        cell_low=extreme(
+            "voltage", False, row.cell_voltage_low, row.cell_voltage_low_id, s.cell_voltage_min if s else None
+        ),
+        temp_high=extreme(
+            "temperature", True, row.cell_temp_high, row.cell_temp_high_id, s.cell_temp_max if s else None
+        ),
         temp_low=extreme("temperature", False, row.cell_temp_low, row.cell_temp_low_id, s.cell_temp_min if s else None),
         electronics=max(electronics) if electronics else None,
         cell_voltages=tuple(c.voltage for c in cells if c.voltage is not None),
         cell_count=count if count in _CELL_COUNTS else None,
         states=tuple(states),
-        row_gap=("no cell voltages" if row.cell_voltage_high is None else "no pack voltage" if row.voltage is None else no_temps),
+        row_gap=(
+            "no cell voltages"
+            if row.cell_voltage_high is None
+            else "no pack voltage"
+            if row.voltage is None
+            else no_temps
+        ),
         row_gap_discharge="no cell voltages" if row.cell_voltage_low is None else no_temps,
     )
 
@@ -508,17 +555,32 @@ class ChargeController:
     def _check_settings(self) -> None:
         c, n = self._cfg, self._bat.num_cells
         if c.float_cell_voltage > c.bulk_cell_voltage:
-            logger.warning("charge.float_cell_voltage %.3f V is above charge.bulk_cell_voltage %.3f V: float uses the bulk value", c.float_cell_voltage, c.bulk_cell_voltage)
+            logger.warning(
+                "charge.float_cell_voltage %.3f V is above charge.bulk_cell_voltage %.3f V: float uses the bulk value",
+                c.float_cell_voltage,
+                c.bulk_cell_voltage,
+            )
         if c.bulk_cell_voltage > c.max_cell_voltage:
-            logger.warning("charge.bulk_cell_voltage %.3f V is above charge.max_cell_voltage %.3f V: bulk uses the maximum", c.bulk_cell_voltage, c.max_cell_voltage)
+            logger.warning(
+                "charge.bulk_cell_voltage %.3f V is above charge.max_cell_voltage %.3f V: bulk uses the maximum",
+                c.bulk_cell_voltage,
+                c.max_cell_voltage,
+            )
         per_cell = min(c.bulk_cell_voltage, c.max_cell_voltage)
         if self._bat.max_charge_voltage < n * per_cell:
             logger.warning(
                 "battery.max_charge_voltage %.2f V is below the bulk target %.2f V (%d cells x %.3f V): CVL stays at %.2f V",
-                self._bat.max_charge_voltage, n * per_cell, n, per_cell, self._bat.max_charge_voltage,
+                self._bat.max_charge_voltage,
+                n * per_cell,
+                n,
+                per_cell,
+                self._bat.max_charge_voltage,
             )
         if self._sides[0].cell_curve(c.bulk_cell_voltage) <= 0.0:
-            logger.warning("charge.charge_cell_voltage_curve allows no current at the bulk target %.3f V: float will never be reached", c.bulk_cell_voltage)
+            logger.warning(
+                "charge.charge_cell_voltage_curve allows no current at the bulk target %.3f V: float will never be reached",
+                c.bulk_cell_voltage,
+            )
 
     def _cells(self, units: Sequence[_Unit]) -> Tuple[int, int]:
         """Cells in series for CVL (the smaller count) and for BatteryLowVoltage (the larger).
@@ -533,7 +595,10 @@ class ChargeController:
             self._note(
                 "cells",
                 "battery.num_cells is %d but the units report %s cells: CVL counts %d, BatteryLowVoltage %d",
-                configured, "/".join(str(r) for r in reported), min(reported + [configured]), max(reported + [configured]),
+                configured,
+                "/".join(str(r) for r in reported),
+                min(reported + [configured]),
+                max(reported + [configured]),
             )
         counts = reported + [configured]
         return min(counts), max(counts)
@@ -559,8 +624,11 @@ class ChargeController:
             self._advance_phase(units, now, spread, summary.soc, cells_cvl)
         mode = self._phase if incomplete is None else ("Safe (%s)" % incomplete if fresh and units else SAFE_NO_DATA)
         if mode != self._mode and mode.startswith("Safe"):
-            logger.warning("Charge control %s: no limit may rise, CVL at most float%s", mode,
-                           ", no charging" if charge_blind else "")
+            logger.warning(
+                "Charge control %s: no limit may rise, CVL at most float%s",
+                mode,
+                ", no charging" if charge_blind else "",
+            )
         elif mode != self._mode and self._mode.startswith("Safe"):
             logger.info("Charge control data complete again: %s", mode)
         self._mode = mode
@@ -615,7 +683,9 @@ class ChargeController:
         self._phase = phase
         self._balanced_since = None
 
-    def _advance_phase(self, units: Sequence[_Unit], now: float, spread: Optional[float], soc: Optional[float], cells: int) -> None:
+    def _advance_phase(
+        self, units: Sequence[_Unit], now: float, spread: Optional[float], soc: Optional[float], cells: int
+    ) -> None:
         """Bulk -> Absorption -> Float -> Bulk; only called with complete, fresh data."""
         c = self._cfg
         if spread is None:
@@ -644,24 +714,50 @@ class ChargeController:
         elif spread <= c.balanced_cell_spread and self._balanced_since is None:
             self._balanced_since = now
         if self._balanced_since is not None and now - self._balanced_since >= c.absorption_time:
-            self._set_phase(FLOAT, "%.0f s at CVL %.2f V with cells balanced (spread %.3f V)" % (now - self._balanced_since, cvl, spread))
+            self._set_phase(
+                FLOAT,
+                "%.0f s at CVL %.2f V with cells balanced (spread %.3f V)" % (now - self._balanced_since, cvl, spread),
+            )
             self._soc_armed = soc is not None and soc >= c.rebulk_soc
             if not self._soc_armed:
                 # A full pack reading below the re-bulk SoC: the SoC is wrong; do not bounce back to bulk on it.
-                logger.warning("Full charge but SoC is %s (below charge.rebulk_soc %.0f %%): SoC looks wrong, ignored for re-bulk until it reads %.0f %% or more",
-                               "unknown" if soc is None else "%.1f %%" % soc, c.rebulk_soc, c.rebulk_soc)
+                logger.warning(
+                    "Full charge but SoC is %s (below charge.rebulk_soc %.0f %%): SoC looks wrong, ignored for re-bulk until it reads %.0f %% or more",
+                    "unknown" if soc is None else "%.1f %%" % soc,
+                    c.rebulk_soc,
+                    c.rebulk_soc,
+                )
 
     def _voltage(self, units: Sequence[_Unit], now: float, cells: int, incomplete: Optional[str]) -> Tuple[float, str]:
         c = self._cfg
-        bulk = (cells * min(c.bulk_cell_voltage, c.max_cell_voltage), Reason("bulk", "bulk %.3f V x %d cells" % (c.bulk_cell_voltage, cells)))
+        bulk = (
+            cells * min(c.bulk_cell_voltage, c.max_cell_voltage),
+            Reason("bulk", "bulk %.3f V x %d cells" % (c.bulk_cell_voltage, cells)),
+        )
         ceilings: List[Candidate] = [
-            (self._bat.max_charge_voltage, Reason("pack max", "battery.max_charge_voltage %.2f V" % self._bat.max_charge_voltage)),
-            (cells * c.max_cell_voltage, Reason("cell max", "max cell %.3f V x %d cells" % (c.max_cell_voltage, cells))),
+            (
+                self._bat.max_charge_voltage,
+                Reason("pack max", "battery.max_charge_voltage %.2f V" % self._bat.max_charge_voltage),
+            ),
+            (
+                cells * c.max_cell_voltage,
+                Reason("cell max", "max cell %.3f V x %d cells" % (c.max_cell_voltage, cells)),
+            ),
         ]
         if cells == 15:
-            ceilings.append((PYLONTECH_15S_MAX_VOLTAGE, Reason("15s max", "15-cell ceiling %.2f V" % PYLONTECH_15S_MAX_VOLTAGE)))
+            ceilings.append(
+                (PYLONTECH_15S_MAX_VOLTAGE, Reason("15s max", "15-cell ceiling %.2f V" % PYLONTECH_15S_MAX_VOLTAGE))
+            )
         top = _lowest([bulk] + ceilings)
-        floating = _lowest([(cells * min(c.float_cell_voltage, c.bulk_cell_voltage), Reason("float", "float %.3f V x %d cells" % (c.float_cell_voltage, cells))), top])
+        floating = _lowest(
+            [
+                (
+                    cells * min(c.float_cell_voltage, c.bulk_cell_voltage),
+                    Reason("float", "float %.3f V x %d cells" % (c.float_cell_voltage, cells)),
+                ),
+                top,
+            ]
+        )
         floor = min(cells * c.discharge_cutoff_cell_voltage, floating[0])
         target = floating if (self._phase == FLOAT or incomplete is not None) else top
 
@@ -678,16 +774,33 @@ class ChargeController:
                 near = u
         value, reason = _lowest(candidates)
         previous = self._cvl.value
-        if len(candidates) == 1 and near is not None and near.cell_high is not None and previous is not None and previous < value:
+        if (
+            len(candidates) == 1
+            and near is not None
+            and near.cell_high is not None
+            and previous is not None
+            and previous < value
+        ):
             # A cell just below its limit: hold CVL (rising now would only push it over again).
             value = previous
-            reason = Reason("cell near " + near.cell_high.id, "cell %s %.3f V within %.3f V of %.3f V" % (
-                near.cell_high.id, near.cell_high.value, c.max_cell_voltage_margin, c.max_cell_voltage))
+            reason = Reason(
+                "cell near " + near.cell_high.id,
+                "cell %s %.3f V within %.3f V of %.3f V"
+                % (near.cell_high.id, near.cell_high.value, c.max_cell_voltage_margin, c.max_cell_voltage),
+            )
         return self._cvl.step(value, reason, now, c.cvl_recovery_rate, incomplete, 0.1)
 
     # -- currents ------------------------------------------------------
 
-    def _current(self, side: _Side, units: Sequence[_Unit], now: float, fresh: bool, blind: Optional[str], incomplete: Optional[str]) -> Tuple[float, str]:
+    def _current(
+        self,
+        side: _Side,
+        units: Sequence[_Unit],
+        now: float,
+        fresh: bool,
+        blind: Optional[str],
+        incomplete: Optional[str],
+    ) -> Tuple[float, str]:
         """CCL or DCL.  Without data (``blind``) it is 0, or held for the side's grace time
         when the last good poll had its worst cell in the full-current range."""
         limit = self._ccl if side.charge else self._dcl
@@ -703,10 +816,19 @@ class ChargeController:
             return limit.step(value, reason, now, rate, incomplete, log_step)
         if state.since is None:
             state.since = now
-            state.grace = side.grace > 0 and bool(limit.value) and state.last_cell is not None and side.cell_curve(state.last_cell) >= 1.0
+            state.grace = (
+                side.grace > 0
+                and bool(limit.value)
+                and state.last_cell is not None
+                and side.cell_curve(state.last_cell) >= 1.0
+            )
         if state.grace and now - state.since < side.grace:
             text = "no data: %s; held up to %.0f s (last %s cell %.3f V)" % (
-                blind, side.grace, "highest" if side.charge else "lowest", state.last_cell or 0.0)
+                blind,
+                side.grace,
+                "highest" if side.charge else "lowest",
+                state.last_cell or 0.0,
+            )
             # What fresh data still says (units online, other units' cells, temperatures, states) may lower it.
             known = self._current_candidates(side, units) if fresh else []
             value, reason = _lowest([(limit.value or 0.0, Reason("grace", text))] + known)
@@ -723,9 +845,15 @@ class ChargeController:
             cap_text += " (%s)" % _plural(off, "%s switched off by its BMS" % side.name)
         out: List[Candidate] = [(side.per_battery * len(able), Reason("max", cap_text))]
         infos = [u.battery.info for u in able if u.battery.info is not None]
-        ratings = [r for r in (i.max_charge_current if side.charge else i.max_discharge_current for i in infos) if r is not None]
+        ratings = [
+            r
+            for r in (i.max_charge_current if side.charge else i.max_discharge_current for i in infos)
+            if r is not None
+        ]
         if ratings:
-            out.append((min(ratings) * len(able), Reason("bms", "BMS rating %.1f A x %d units" % (min(ratings), len(able)))))
+            out.append(
+                (min(ratings) * len(able), Reason("bms", "BMS rating %.1f A x %d units" % (min(ratings), len(able))))
+            )
         bank_max = _lowest(out)[0]
 
         # cell voltage: cut-off, then curve
@@ -736,7 +864,15 @@ class ChargeController:
             key = Reason("cell " + worst.id, "cell %s %.3f V" % (worst.id, worst.value))
             beyond = worst.value >= side.cutoff if side.charge else worst.value <= side.cutoff
             if beyond:
-                out.append((0.0, Reason(key.key, "%s %s cut-off %.3f V" % (key.text, "at/above" if side.charge else "at/below", side.cutoff))))
+                out.append(
+                    (
+                        0.0,
+                        Reason(
+                            key.key,
+                            "%s %s cut-off %.3f V" % (key.text, "at/above" if side.charge else "at/below", side.cutoff),
+                        ),
+                    )
+                )
             out.append((side.cell_curve(worst.value) * bank_max, key))
 
         # cell temperature: window, then curve on both the coldest and the hottest
@@ -745,18 +881,34 @@ class ChargeController:
         for e in sorted(temps, key=lambda e: -abs(e.value - middle)):  # the most extreme names the reason
             reason = Reason("temp " + e.id, "cell temperature %s %.1f °C" % (e.id, e.value))
             if e.value < side.temp_min or e.value > side.temp_max:
-                out.append((0.0, Reason(reason.key, "%s outside %s window %.0f..%.0f °C" % (reason.text, side.name, side.temp_min, side.temp_max))))
+                out.append(
+                    (
+                        0.0,
+                        Reason(
+                            reason.key,
+                            "%s outside %s window %.0f..%.0f °C"
+                            % (reason.text, side.name, side.temp_min, side.temp_max),
+                        ),
+                    )
+                )
             out.append((side.temp_curve(e.value) * bank_max, reason))
 
         for u in units:
             if u.electronics is not None:
                 temp, label = u.electronics
-                out.append((self._electronics_curve(temp) * bank_max, Reason("%s B%d" % (label, u.address), "%s B%d %.1f °C" % (label, u.address, temp))))
+                out.append(
+                    (
+                        self._electronics_curve(temp) * bank_max,
+                        Reason("%s B%d" % (label, u.address), "%s B%d %.1f °C" % (label, u.address, temp)),
+                    )
+                )
 
         socs = [(u.soc, u.address) for u in units if u.soc is not None]
         if c.soc_derating and socs:
             soc, address = (max if side.charge else min)(socs)
-            out.append((side.soc_curve(soc) * bank_max, Reason("soc B%d" % address, "SoC B%d %.0f %%" % (address, soc))))
+            out.append(
+                (side.soc_curve(soc) * bank_max, Reason("soc B%d" % address, "SoC B%d %.0f %%" % (address, soc)))
+            )
 
         if c.bms_states_block:
             for u in units:
@@ -793,10 +945,14 @@ class ChargeController:
     def _log_alarm(self, name: str, level: int, reason: str) -> None:
         old = self._logged_alarms[name]
         if level != old:
-            (logger.warning if level > old else logger.info)("Alarm %s %d -> %d%s", name, old, level, ": " + reason if reason else "")
+            (logger.warning if level > old else logger.info)(
+                "Alarm %s %d -> %d%s", name, old, level, ": " + reason if reason else ""
+            )
             self._logged_alarms[name] = level
 
-    def _alarm_levels(self, units: Sequence[_Unit], summary: BankSummary, spread: Optional[float], cells: int, missing: Sequence[int]) -> Dict[str, int]:
+    def _alarm_levels(
+        self, units: Sequence[_Unit], summary: BankSummary, spread: Optional[float], cells: int, missing: Sequence[int]
+    ) -> Dict[str, int]:
         c = self._cfg
         a = _Alarms()
         if missing:
@@ -806,19 +962,61 @@ class ChargeController:
         charging = (summary.current or 0.0) > CHARGING_CURRENT
         for u in units:
             if u.cell_high is not None:
-                a.threshold("HighCellVoltage", u.cell_high.value, c.charge_cutoff_cell_voltage, LFP_CELL_MAX, True, "cell %s %.3f V" % (u.cell_high.id, u.cell_high.value))
+                a.threshold(
+                    "HighCellVoltage",
+                    u.cell_high.value,
+                    c.charge_cutoff_cell_voltage,
+                    LFP_CELL_MAX,
+                    True,
+                    "cell %s %.3f V" % (u.cell_high.id, u.cell_high.value),
+                )
             if u.cell_low is not None:
-                a.threshold("LowCellVoltage", u.cell_low.value, c.discharge_cutoff_cell_voltage, LFP_CELL_MIN, False, "cell %s %.3f V" % (u.cell_low.id, u.cell_low.value))
+                a.threshold(
+                    "LowCellVoltage",
+                    u.cell_low.value,
+                    c.discharge_cutoff_cell_voltage,
+                    LFP_CELL_MIN,
+                    False,
+                    "cell %s %.3f V" % (u.cell_low.id, u.cell_low.value),
+                )
             if u.pack_voltage is not None:
                 text = "B%d pack %.2f V" % (u.address, u.pack_voltage)
-                a.threshold("HighVoltage", u.pack_voltage, cells * c.charge_cutoff_cell_voltage, cells * LFP_CELL_MAX, True, text)
-                a.threshold("LowVoltage", u.pack_voltage, cells * c.discharge_cutoff_cell_voltage, cells * LFP_CELL_MIN, False, text)
+                a.threshold(
+                    "HighVoltage",
+                    u.pack_voltage,
+                    cells * c.charge_cutoff_cell_voltage,
+                    cells * LFP_CELL_MAX,
+                    True,
+                    text,
+                )
+                a.threshold(
+                    "LowVoltage",
+                    u.pack_voltage,
+                    cells * c.discharge_cutoff_cell_voltage,
+                    cells * LFP_CELL_MIN,
+                    False,
+                    text,
+                )
             for e in (u.temp_high, u.temp_low):
                 if e is None:
                     continue
                 text = "cell temperature %s %.1f °C" % (e.id, e.value)
-                a.threshold("HighTemperature", e.value, c.charge_max_temperature + 1e-9, c.discharge_max_temperature + 1e-9, True, text)
-                a.threshold("LowTemperature", e.value, c.charge_min_temperature - 1e-9, c.discharge_min_temperature - 1e-9, False, text)
+                a.threshold(
+                    "HighTemperature",
+                    e.value,
+                    c.charge_max_temperature + 1e-9,
+                    c.discharge_max_temperature + 1e-9,
+                    True,
+                    text,
+                )
+                a.threshold(
+                    "LowTemperature",
+                    e.value,
+                    c.charge_min_temperature - 1e-9,
+                    c.discharge_min_temperature - 1e-9,
+                    False,
+                    text,
+                )
                 if charging and e.value > c.charge_max_temperature:
                     a.set("HighChargeTemperature", ALARM, "charging at " + text)
                 if charging and e.value < c.charge_min_temperature:
@@ -826,15 +1024,23 @@ class ChargeController:
             if u.electronics is not None:
                 fraction = self._electronics_curve(u.electronics[0])
                 if fraction < 1.0:
-                    a.set("HighInternalTemperature", ALARM if fraction <= 0.0 else WARNING,
-                          "%s B%d %.1f °C" % (u.electronics[1], u.address, u.electronics[0]))
+                    a.set(
+                        "HighInternalTemperature",
+                        ALARM if fraction <= 0.0 else WARNING,
+                        "%s B%d %.1f °C" % (u.electronics[1], u.address, u.electronics[0]),
+                    )
             self._unit_alarms(a, u)
         if spread is not None:
-            a.threshold("CellImbalance", spread, c.imbalance_warning, c.imbalance_alarm, True, "cell spread %.3f V" % spread)
+            a.threshold(
+                "CellImbalance", spread, c.imbalance_warning, c.imbalance_alarm, True, "cell spread %.3f V" % spread
+            )
         if summary.soc is not None:
             a.threshold("LowSoc", summary.soc, c.low_soc_warning, c.low_soc_alarm, False, "SoC %.1f %%" % summary.soc)
-        a.set("HighCurrent", max(a.levels["HighChargeCurrent"], a.levels["HighDischargeCurrent"]),
-              a.reasons.get("HighChargeCurrent") or a.reasons.get("HighDischargeCurrent", ""))
+        a.set(
+            "HighCurrent",
+            max(a.levels["HighChargeCurrent"], a.levels["HighDischargeCurrent"]),
+            a.reasons.get("HighChargeCurrent") or a.reasons.get("HighDischargeCurrent", ""),
+        )
         for name in ALARM_NAMES:
             self._log_alarm(name, a.levels[name], a.reasons.get(name, ""))
         return a.levels
@@ -845,7 +1051,11 @@ class ChargeController:
         for s in u.states:
             column, up = s.column, s.direction == "high"
             if column == "Volt.St":
-                a.set("HighVoltage" if up else "LowVoltage" if s.direction == "low" else "InternalFailure", s.level, s.text)
+                a.set(
+                    "HighVoltage" if up else "LowVoltage" if s.direction == "low" else "InternalFailure",
+                    s.level,
+                    s.text,
+                )
             elif column in ("B.V.St", "Volt. State"):
                 name = "HighCellVoltage" if up else "LowCellVoltage" if s.direction == "low" else "InternalFailure"
                 a.set(name, s.level, s.text)
@@ -875,8 +1085,14 @@ class ChargeController:
         info = u.battery.info
         if info is not None and u.current is not None:
             if info.max_charge_current and u.current > info.max_charge_current:
-                a.set("HighChargeCurrent", WARNING,
-                      "B%d %.1f A above its rating %.1f A" % (u.address, u.current, info.max_charge_current))
+                a.set(
+                    "HighChargeCurrent",
+                    WARNING,
+                    "B%d %.1f A above its rating %.1f A" % (u.address, u.current, info.max_charge_current),
+                )
             if info.max_discharge_current and -u.current > info.max_discharge_current:
-                a.set("HighDischargeCurrent", WARNING,
-                      "B%d %.1f A above its rating %.1f A" % (u.address, -u.current, info.max_discharge_current))
+                a.set(
+                    "HighDischargeCurrent",
+                    WARNING,
+                    "B%d %.1f A above its rating %.1f A" % (u.address, -u.current, info.max_discharge_current),
+                )
