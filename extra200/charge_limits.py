@@ -722,7 +722,8 @@ class ChargeController:
             if not self._soc_armed:
                 # A full pack reading below the re-bulk SoC: the SoC is wrong; do not bounce back to bulk on it.
                 logger.warning(
-                    "Full charge but SoC is %s (below charge.rebulk_soc %.0f %%): SoC looks wrong, ignored for re-bulk until it reads %.0f %% or more",
+                    "Full charge but SoC is %s (below charge.rebulk_soc %.0f %%): SoC looks wrong, "
+                    "ignored for re-bulk until it reads %.0f %% or more",
                     "unknown" if soc is None else "%.1f %%" % soc,
                     c.rebulk_soc,
                     c.rebulk_soc,
