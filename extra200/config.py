@@ -250,6 +250,7 @@ class Config:
     events: EventsConfig = field(default_factory=EventsConfig)
     cells: CellsConfig = field(default_factory=CellsConfig)
     state_dir: str = "/var/lib/extra200tomqtt"  # persistent data (energy counters, spools)
+    state_save_interval: float = 60.0  # seconds between writes of the energy counters (SD-card wear vs. a power cut)
 
     @property
     def client_id(self) -> str:
@@ -353,6 +354,7 @@ _CHECKS: Dict[str, Callable[[Any], Optional[str]]] = {
     "logging.level": _one_of("DEBUG", "INFO", "WARNING", "ERROR", "CRITICAL"),
     "logging.file_max_size_kb": _between(10, 1024 * 1024),
     "logging.file_max_files": _between(1, 100),
+    "state_save_interval": _between(1, 3600),
     "database.port": _between(1, 65535),
     "database.connect_timeout": _between(1, 300),
     "database.timeout": _between(1, 3600),

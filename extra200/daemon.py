@@ -268,7 +268,7 @@ class Daemon:
     def publish(self, outcome: PollOutcome) -> None:
         """Hand one poll's results to every output; none of them may stop the others."""
         self.energy.update(outcome.summary, outcome.wall_time, bank=outcome.bank)
-        self.energy.save_if_due(outcome.wall_time, 60)
+        self.energy.save_if_due(outcome.wall_time, self.config.state_save_interval)
         changes = self.events.update(outcome.bank, outcome.wall_time) if self.events is not None else []
         if self.database is not None:
             self.database.record(outcome.bank, outcome.summary, outcome.wall_time, changes)
