@@ -21,7 +21,7 @@ import sys
 import threading
 import time
 from dataclasses import dataclass
-from typing import Any, Dict, List, Optional
+from typing import Any, Callable, Dict, List, Optional, Set
 
 from .charge_limits import ChargeController, ChargeLimits
 from .config import Config
@@ -104,6 +104,7 @@ class Daemon:
         self.stats = LoopStats(time.monotonic())
         self._diagnostics_sent: Optional[float] = None
         self.last_limits: Optional[ChargeLimits] = None
+        self._failed_outputs: Set[str] = set()
         self.last_good: Optional[float] = None
         self.stale = True
         self.polls_ok = 0
@@ -266,22 +267,45 @@ class Daemon:
             self.link.set_available(not stale)
 
     def publish(self, outcome: PollOutcome) -> None:
-        """Hand one poll's results to every output; none of them may stop the others."""
-        self.energy.update(outcome.summary, outcome.wall_time, bank=outcome.bank)
-        self.energy.save_if_due(outcome.wall_time, self.config.state_save_interval)
-        changes = self.events.update(outcome.bank, outcome.wall_time) if self.events is not None else []
-        if self.database is not None:
-            self.database.record(outcome.bank, outcome.summary, outcome.wall_time, changes)
-        if self.status_file is not None:
-            self.status_file.write(build_status(outcome.bank, outcome.summary, outcome.limits,
-                                               self.stats.as_dict(time.monotonic()), self.config.cells.level,
-                                               self.events))
-        if self.ha is not None:
-            self.ha.update(outcome.bank, outcome.summary, outcome.limits, self.energy.snapshot(), outcome.wall_time)
+        """Hand one poll's results to every output, Victron first; a failing output never stops the others."""
         if self.victron is not None and outcome.fresh:
             # the one-per-second rule counts from the moment of sending, not the poll's start
-            self.victron.update(outcome.summary, outcome.limits, len(outcome.bank.missing),
-                                self._cells_per_battery(outcome.bank), time.monotonic())
+            self._guarded("Victron", self.victron.update, outcome.summary, outcome.limits, len(outcome.bank.missing),
+                          self._cells_per_battery(outcome.bank), time.monotonic())
+        self._guarded("energy counters", self._update_energy, outcome)
+        changes = []
+        if self.events is not None:
+            changes = self._guarded("events", self.events.update, outcome.bank, outcome.wall_time) or []
+        if self.database is not None:
+            self._guarded("database", self.database.record, outcome.bank, outcome.summary, outcome.wall_time, changes)
+        if self.status_file is not None:
+            self._guarded("status file", self._write_status, outcome)
+        if self.ha is not None:
+            self._guarded("Home Assistant", self.ha.update, outcome.bank, outcome.summary, outcome.limits,
+                          self.energy.snapshot(), outcome.wall_time)
+
+    def _update_energy(self, outcome: PollOutcome) -> None:
+        self.energy.update(outcome.summary, outcome.wall_time, bank=outcome.bank)
+        self.energy.save_if_due(outcome.wall_time, self.config.state_save_interval)
+
+    def _write_status(self, outcome: PollOutcome) -> None:
+        self.status_file.write(build_status(outcome.bank, outcome.summary, outcome.limits,
+                                            self.stats.as_dict(time.monotonic()), self.config.cells.level,
+                                            self.events))
+
+    def _guarded(self, name: str, action: Callable[..., Any], *args: Any) -> Any:
+        """Run one output; a bug in it is logged (with its traceback, once) instead of ending the daemon."""
+        try:
+            result = action(*args)
+        except Exception:
+            if name not in self._failed_outputs:
+                logger.exception("%s output failed; the other outputs go on", name)
+                self._failed_outputs.add(name)
+            return None
+        if name in self._failed_outputs:
+            logger.info("%s output works again", name)
+            self._failed_outputs.discard(name)
+        return result
 
     def diagnostics(self, now: float) -> Dict[str, Any]:
         """The loop's health, for the retained ``<topic_base>/diagnostics`` message."""
