@@ -44,7 +44,7 @@ from typing import Dict, List, NamedTuple, Optional, Sequence, Set, Tuple
 
 from .config import BatteryConfig, ChargeConfig
 from .derive import BankSummary, Extreme, UnitSummary
-from .model import Bank, Battery
+from .model import Bank, Battery, CellRow
 
 logger = logging.getLogger(__name__)
 
@@ -319,7 +319,11 @@ class _Unit:
     temp_high: Optional[Extreme]
     temp_low: Optional[Extreme]
     electronics: Optional[Tuple[float, str]]  # hottest of BMS and MOSFET temperature, with its label
-    cell_voltages: Tuple[float, ...]  # a recent cell table, else empty
+    cell_voltages: Tuple[float, ...]  # this poll's cell table, else empty
+    # The highest cell as of this poll (the pwr row, and the cell table only when read in this poll):
+    # the CVL controller subtracts its overshoot from today's pack voltage, so an older table must
+    # not count, or CVL would be walked down poll after poll for a cell that has come back.
+    cell_high_now: Optional[Extreme]
     cell_count: Optional[int]
     states: Tuple[_State, ...]
     row_gap: Optional[str]  # what the fresh pwr row lacks for charging ("no cell voltages" ...), else None
@@ -335,8 +339,8 @@ class _Unit:
         return detail is not None and detail.extra.get(key, "").strip().upper() == "OFF"
 
     def overshoot(self, limit: float) -> float:
-        """How far the cells are above ``limit``: the highest cell's excess, or the sum over a recent table if larger."""
-        single = self.cell_high.value - limit if self.cell_high is not None else 0.0
+        """How far the cells are above ``limit`` now: the highest cell's excess, or the sum over this poll's table."""
+        single = self.cell_high_now.value - limit if self.cell_high_now is not None else 0.0
         summed = sum(v - limit for v in self.cell_voltages if v > limit)
         return max(single, summed, 0.0)
 
@@ -360,6 +364,14 @@ def _row_extreme(
     return Extreme(value, address, index)
 
 
+def _table_extreme(cells: Sequence[CellRow], attr: str, highest: bool, address: int) -> Optional[Extreme]:
+    known = [(getattr(c, attr), c.index) for c in cells if getattr(c, attr) is not None]
+    if not known:
+        return None
+    value, index = (max if highest else min)(known, key=lambda pair: pair[0])
+    return Extreme(value, address, index)
+
+
 def _read_unit(battery: Battery, summary: Optional[UnitSummary], now: float) -> _Unit:
     row = battery.row
     assert row is not None  # only present units are read
@@ -368,13 +380,13 @@ def _read_unit(battery: Battery, summary: Optional[UnitSummary], now: float) -> 
         table is not None and battery.cells_time is not None and 0.0 <= now - battery.cells_time <= CELL_TABLE_MAX_AGE
     )
     cells = table.cells if (table is not None and recent) else ()
+    # A table read in this poll carries the same moment as the row.
+    this_poll = recent and battery.row_time is not None and battery.cells_time is not None \
+        and battery.cells_time >= battery.row_time
+    cells_now = cells if this_poll else ()
 
     def from_table(attr: str, highest: bool) -> Optional[Extreme]:
-        known = [(getattr(c, attr), c.index) for c in cells if getattr(c, attr) is not None]
-        if not known:
-            return None
-        value, index = (max if highest else min)(known, key=lambda pair: pair[0])
-        return Extreme(value, battery.address, index)
+        return _table_extreme(cells, attr, highest, battery.address)
 
     def extreme(
         attr: str, highest: bool, value: Optional[float], index: Optional[int], located: Optional[Extreme]
@@ -429,7 +441,11 @@ def _read_unit(battery: Battery, summary: Optional[UnitSummary], now: float) -> 
         ),
         temp_low=extreme("temperature", False, row.cell_temp_low, row.cell_temp_low_id, s.cell_temp_min if s else None),
         electronics=max(electronics) if electronics else None,
-        cell_voltages=tuple(c.voltage for c in cells if c.voltage is not None),
+        cell_voltages=tuple(c.voltage for c in cells_now if c.voltage is not None),
+        cell_high_now=_pick(
+            _row_extreme(s.cell_voltage_max if s else None, row.cell_voltage_high, battery.address,
+                         row.cell_voltage_high_id),
+            _table_extreme(cells_now, "voltage", True, battery.address), True),
         cell_count=count if count in _CELL_COUNTS else None,
         states=tuple(states),
         row_gap=(
@@ -698,10 +714,12 @@ class ChargeController:
             elif spread >= c.rebulk_cell_spread:
                 self._set_phase(BULK, "cell spread %.3f V reached %.3f V" % (spread, c.rebulk_cell_spread))
             return
-        cvl = self._cvl.value
-        if cvl is None:
+        if self._cvl.value is None:
             return
         pack = min(u.pack_voltage for u in units if u.pack_voltage is not None)
+        # "At CVL" means at the bulk target (never above the published CVL): while CVL still climbs
+        # (after float, or after a high cell), a pack held at that lower CVL is not full.
+        cvl = self._top(cells)[0]
         if self._phase == BULK and pack >= cvl - cells * c.target_cell_margin:
             self._set_phase(ABSORPTION, "pack %.2f V at CVL %.2f V" % (pack, cvl))
         if self._phase != ABSORPTION:
@@ -729,7 +747,8 @@ class ChargeController:
                     c.rebulk_soc,
                 )
 
-    def _voltage(self, units: Sequence[_Unit], now: float, cells: int, incomplete: Optional[str]) -> Tuple[float, str]:
+    def _top(self, cells: int) -> Candidate:
+        """The bulk target: bulk voltage per cell x cells, under every configured ceiling."""
         c = self._cfg
         bulk = (
             cells * min(c.bulk_cell_voltage, c.max_cell_voltage),
@@ -749,7 +768,11 @@ class ChargeController:
             ceilings.append(
                 (PYLONTECH_15S_MAX_VOLTAGE, Reason("15s max", "15-cell ceiling %.2f V" % PYLONTECH_15S_MAX_VOLTAGE))
             )
-        top = _lowest([bulk] + ceilings)
+        return _lowest([bulk] + ceilings)
+
+    def _voltage(self, units: Sequence[_Unit], now: float, cells: int, incomplete: Optional[str]) -> Tuple[float, str]:
+        c = self._cfg
+        top = self._top(cells)
         floating = _lowest(
             [
                 (
@@ -765,29 +788,30 @@ class ChargeController:
         candidates: List[Candidate] = [target]
         near: Optional[_Unit] = None
         for u in units:
-            if u.cell_high is None or u.pack_voltage is None:
+            high = u.cell_high_now
+            if high is None or u.pack_voltage is None:
                 continue
             over = u.overshoot(c.max_cell_voltage)
             if over > 0.0:
-                text = "cell %s %.3f V above %.3f V" % (u.cell_high.id, u.cell_high.value, c.max_cell_voltage)
-                candidates.append((max(u.pack_voltage - over, floor), Reason("cell high " + u.cell_high.id, text)))
-            elif u.cell_high.value >= c.max_cell_voltage - c.max_cell_voltage_margin:
+                text = "cell %s %.3f V above %.3f V" % (high.id, high.value, c.max_cell_voltage)
+                candidates.append((max(u.pack_voltage - over, floor), Reason("cell high " + high.id, text)))
+            elif high.value >= c.max_cell_voltage - c.max_cell_voltage_margin:
                 near = u
         value, reason = _lowest(candidates)
         previous = self._cvl.value
         if (
             len(candidates) == 1
             and near is not None
-            and near.cell_high is not None
+            and near.cell_high_now is not None
             and previous is not None
             and previous < value
         ):
             # A cell just below its limit: hold CVL (rising now would only push it over again).
             value = previous
             reason = Reason(
-                "cell near " + near.cell_high.id,
+                "cell near " + near.cell_high_now.id,
                 "cell %s %.3f V within %.3f V of %.3f V"
-                % (near.cell_high.id, near.cell_high.value, c.max_cell_voltage_margin, c.max_cell_voltage),
+                % (near.cell_high_now.id, near.cell_high_now.value, c.max_cell_voltage_margin, c.max_cell_voltage),
             )
         return self._cvl.step(value, reason, now, c.cvl_recovery_rate, incomplete, 0.1)
 

@@ -8,7 +8,6 @@ import argparse
 import dataclasses
 import json
 import logging
-import logging.handlers
 import os
 import signal
 import sys
@@ -17,6 +16,7 @@ from typing import List, Optional
 
 from . import __version__
 from .config import Config, ConfigError, load_config, replace
+from .files import ReportingFileHandler
 
 logger = logging.getLogger("extra200")
 
@@ -65,8 +65,9 @@ def setup_logging(config: Config, log_file: Optional[str]) -> None:
         try:
             directory = os.path.dirname(os.path.abspath(log_file))
             os.makedirs(directory, exist_ok=True)
-            handler = logging.handlers.RotatingFileHandler(
-                log_file, maxBytes=config.logging.file_max_size_kb * 1024,
+            handler = ReportingFileHandler(
+                log_file, lambda message: sys.stderr.write("extra200tomqtt: %s\n" % message),
+                maxBytes=config.logging.file_max_size_kb * 1024,
                 backupCount=config.logging.file_max_files, encoding="utf-8", delay=False,
             )
         except OSError as exc:

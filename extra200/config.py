@@ -445,13 +445,56 @@ def _resolved_types(cls: Any) -> Dict[str, Any]:
     return typing.get_type_hints(cls)
 
 
+def _relations(config: Config) -> List[str]:
+    """Problems no single key shows: empty required texts, and keys that contradict each other."""
+    problems: List[str] = []
+    if not config.mqtt.broker.strip():
+        problems.append("mqtt.broker: must name the broker's host (it is empty)")
+    if any(c in config.mqtt.topic_base for c in "#+") or not config.mqtt.topic_base.strip("/ "):
+        problems.append("mqtt.topic_base: must be a plain topic without the wildcards # and +, got %r"
+                        % config.mqtt.topic_base)
+    if config.mqtt.tls.enabled and config.mqtt.tls.ca_file and not os.path.isfile(config.mqtt.tls.ca_file):
+        problems.append("mqtt.tls.ca_file: no such file: %s" % config.mqtt.tls.ca_file)
+    if not config.serial.port.strip():
+        problems.append("serial.port: must name the serial port (it is empty)")
+    if not config.state_dir.strip():
+        problems.append("state_dir: must name a directory for persistent data (it is empty)")
+    if config.serial.stale_after < config.serial.reading_freq:
+        problems.append("serial.stale_after: %s s is shorter than serial.reading_freq %s s: the data would count "
+                        "as stale between any two polls" % (config.serial.stale_after, config.serial.reading_freq))
+    if config.charge.float_cell_voltage > config.charge.bulk_cell_voltage:
+        problems.append("charge.float_cell_voltage: %.3f V is above charge.bulk_cell_voltage %.3f V"
+                        % (config.charge.float_cell_voltage, config.charge.bulk_cell_voltage))
+    if config.charge.low_soc_alarm > config.charge.low_soc_warning:
+        problems.append("charge.low_soc_alarm: %s %% is above charge.low_soc_warning %s %%"
+                        % (config.charge.low_soc_alarm, config.charge.low_soc_warning))
+    return problems
+
+
 def parse_config(data: Any, source: str = "config") -> Config:
     """Validate an already-loaded YAML document; raise ``ConfigError`` listing every problem."""
     problems: List[str] = []
     config = _build(Config, data, "", problems)
+    if not problems:
+        problems = _relations(config)
     if problems:
         raise ConfigError(problems, source)
     return config
+
+
+class _UniqueKeyLoader(yaml.SafeLoader):
+    """A YAML loader that refuses a key written twice (PyYAML would silently keep the last one)."""
+
+    def construct_mapping(self, node: Any, deep: bool = False) -> Any:
+        seen: Dict[Any, int] = {}
+        for key_node, _ in node.value:
+            key = self.construct_object(key_node, deep=deep)
+            if key in seen:
+                raise yaml.constructor.ConstructorError(
+                    None, None, "the key %r is written twice (lines %d and %d)"
+                    % (key, seen[key], key_node.start_mark.line + 1), key_node.start_mark)
+            seen[key] = key_node.start_mark.line + 1
+        return super().construct_mapping(node, deep=deep)
 
 
 def load_config(path: Optional[str]) -> Config:
@@ -460,7 +503,7 @@ def load_config(path: Optional[str]) -> Config:
         return Config()
     try:
         with open(path, encoding="utf-8") as handle:
-            data = yaml.safe_load(handle)
+            data = yaml.load(handle, Loader=_UniqueKeyLoader)  # a SafeLoader subclass
     except OSError as exc:
         raise ConfigError(["cannot read the file: %s" % exc.strerror], path) from None
     except yaml.YAMLError as exc:

@@ -104,6 +104,7 @@ class Daemon:
         self.stats = LoopStats(time.monotonic())
         self._diagnostics_sent: Optional[float] = None
         self.last_limits: Optional[ChargeLimits] = None
+        self._stale_lock = threading.Lock()
         self._failed_outputs: Set[str] = set()
         self.last_good: Optional[float] = None
         self.stale = True
@@ -254,10 +255,20 @@ class Daemon:
         self._failures_in_row += 1
 
     def _update_staleness(self, now: float) -> None:
-        stale = self.last_good is None or now - self.last_good > self.config.serial.stale_after
-        if stale == self.stale:
-            return
-        self.stale = stale
+        """Mark the bank offline / online when freshness changes (called by the loop and the watcher)."""
+        with self._stale_lock:
+            stale = self.last_good is None or now - self.last_good > self.config.serial.stale_after
+            if stale == self.stale:
+                return
+            self.stale = stale
+            self._announce_staleness(stale)  # under the lock: announcements keep their order
+
+    def _watch_staleness(self, stop: threading.Event) -> None:
+        """Once a second: a poll hanging on a silent console must not delay ``offline`` past ``stale_after``."""
+        while not stop.wait(1.0):
+            self._update_staleness(time.monotonic())
+
+    def _announce_staleness(self, stale: bool) -> None:
         if stale:
             logger.warning("no good data for %.0f s: marking the bank offline and pausing its topic (%s)",
                            self.config.serial.stale_after, self.last_error or "no reply")
@@ -357,6 +368,8 @@ class Daemon:
         self.start_outputs()
         logger.info("polling %s every %.1f s; MQTT %s", self.port, self.config.serial.reading_freq,
                     self.link.broker if self.link else "off")
+        watcher = threading.Thread(target=self._watch_staleness, args=(stop,), name="staleness", daemon=True)
+        watcher.start()
         try:
             while not stop.is_set():
                 started = time.monotonic()

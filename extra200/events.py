@@ -20,7 +20,6 @@ once.  Appearances are counted per event type since the daemon started.
 """
 
 import logging
-import logging.handlers
 import os
 import time
 from dataclasses import dataclass
@@ -28,6 +27,7 @@ from typing import Any, Dict, List, Mapping, Optional, Sequence, Tuple
 
 import yaml
 
+from .files import ReportingFileHandler
 from .model import Bank, Battery, CellRow, CellTable, PowerDetail, PowerRow
 
 logger = logging.getLogger(__name__)
@@ -421,15 +421,6 @@ def _parse_bit(raw: Any) -> Optional[int]:
     return value
 
 
-class _EventsLogHandler(logging.handlers.RotatingFileHandler):
-    """The events log file; a write error is reported once in the main log instead of a traceback."""
-
-    failed = False
-
-    def handleError(self, record: logging.LogRecord) -> None:  # noqa: N802 (logging's name)
-        if not self.failed:
-            self.failed = True
-            logger.error("cannot write the events log %s; events are still tracked", self.baseFilename)
 
 
 class EventMonitor:
@@ -451,15 +442,16 @@ class EventMonitor:
         self.cell_snapshots = cell_snapshots
         self._active: Dict[int, Dict[str, List[Event]]] = {}
         self._counts: Dict[str, int] = {}
-        self._handler: Optional[_EventsLogHandler] = None
+        self._handler: Optional[ReportingFileHandler] = None
         if log_path:
             directory = os.path.dirname(os.path.abspath(log_path))
             try:
                 os.makedirs(directory, exist_ok=True)
             except OSError as exc:
                 logger.error("cannot create %s for the events log: %s", directory, exc)
-            self._handler = _EventsLogHandler(
-                log_path, maxBytes=max_bytes, backupCount=backups, encoding="utf-8", delay=True
+            self._handler = ReportingFileHandler(
+                log_path, lambda message: logger.error("events log: %s; events are still tracked", message),
+                maxBytes=max_bytes, backupCount=backups, encoding="utf-8", delay=True,
             )
             self._handler.setFormatter(logging.Formatter("%(message)s"))
 

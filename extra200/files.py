@@ -1,6 +1,8 @@
 """Files that must never be seen half-written: one atomic JSON writer and a forgiving reader.
 
-Used for the energy counters, the Home Assistant record and the status file.
+Used for the energy counters, the Home Assistant record and the status file;
+and a log file handler that says once when its disk is full (or gone)
+instead of printing a traceback for every record.
 The document goes to a temporary file in the same directory (a rename is
 atomic only within one file system), is fsynced, renamed over the old file,
 and the directory is fsynced so the rename itself survives a power cut.
@@ -8,9 +10,10 @@ and the directory is fsynced so the rename itself survives a power cut.
 
 import json
 import logging
+import logging.handlers
 import os
 import tempfile
-from typing import Any, Optional
+from typing import Any, Callable, Optional
 
 logger = logging.getLogger(__name__)
 
@@ -77,3 +80,27 @@ def _sync_directory(directory: str) -> None:
         pass
     finally:
         os.close(fd)
+
+
+class ReportingFileHandler(logging.handlers.RotatingFileHandler):
+    """A rotating log file that reports a failing write once (and its recovery), never a traceback per record."""
+
+    def __init__(self, filename: str, report: Callable[[str], None], **options: Any) -> None:
+        super().__init__(filename, **options)
+        self._report = report
+        self.failing = False
+        self._error_now = False
+
+    def emit(self, record: logging.LogRecord) -> None:
+        self._error_now = False
+        super().emit(record)  # calls handleError on a failed write
+        if self.failing and not self._error_now:
+            self.failing = False
+            self._report("the log file %s can be written again" % self.baseFilename)
+
+    def handleError(self, record: logging.LogRecord) -> None:  # noqa: N802 (logging's name)
+        self._error_now = True
+        if not self.failing:
+            self.failing = True
+            self._report("cannot write the log file %s (disk full or gone); going on without it"
+                         % self.baseFilename)

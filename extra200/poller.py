@@ -70,6 +70,7 @@ class BankReader:
         self.rejected: Set[str] = set()  # command families this firmware refuses
         self._failed_logged: Set[str] = set()
         self._missing_logged: Set[int] = set()
+        self._seen: Set[int] = set()  # units present in any poll since start
         self.polls = 0
         # The daemon's stop request: the poll ends before the next command instead of after all of them.
         self.stopping: Callable[[], bool] = lambda: False
@@ -150,7 +151,10 @@ class BankReader:
             if battery.row is not None and battery.row.cell_voltage_low is None and battery.cells_time == now:
                 battery.row = _row_with_cell_extremes(battery.row, battery.cells)
 
-        expected = self._expected or tuple(present)
+        # Without a configured list, every unit seen since start is expected: one that drops out
+        # of the table counts as missing (offline), not as never there.
+        self._seen.update(present)
+        expected = self._expected or tuple(sorted(self._seen))
         missing = tuple(a for a in expected if a not in present)
         self._log_missing(missing)
         batteries = {a: self.batteries[a] for a in present}
@@ -262,13 +266,14 @@ class BankReader:
         return row.voltage is None or row.current is None or row.soc is None
 
     def _log_missing(self, missing: Tuple[int, ...]) -> None:
+        kind = "configured" if self._expected else "previously seen"
         for address in missing:
             if address not in self._missing_logged:
-                logger.error("configured battery %d is absent from the console's pwr table", address)
+                logger.error("%s battery %d is absent from the console's pwr table", kind, address)
                 self._missing_logged.add(address)
         for address in list(self._missing_logged):
             if address not in missing:
-                logger.info("configured battery %d is present again", address)
+                logger.info("%s battery %d is present again", kind, address)
                 self._missing_logged.discard(address)
 
 

@@ -40,6 +40,8 @@ _NON_TEXT = re.compile(rb"[^\x20-\x7e\t\r\n]")
 _REPLY_END = re.compile(rb"\$\$[\r\n]+([A-Za-z][A-Za-z0-9_]{0,19}>)\Z")
 
 
+# Failures are raised, not logged above DEBUG here: the poller and the daemon report each fault
+# once when it starts and once when it ends, instead of once per exchange.
 class ConsoleError(Exception):
     """A console exchange failed; ``str()`` names the port and the command."""
 
@@ -167,7 +169,7 @@ class Console:
             port.open()
         except (serial.SerialException, OSError, ValueError) as exc:
             reason = _open_failure_reason(exc)
-            logger.warning("cannot open %s: %s", self.url, reason)
+            logger.debug("cannot open %s: %s", self.url, reason)
             raise PortUnavailable("cannot open: %s" % reason, port=self.url) from exc
         self._port = port
         self._need_login = False
@@ -216,7 +218,7 @@ class Console:
             else:
                 message = ("no prompt%s: check the cable (Console port, TX/RX/GND), the baud rate (%d) "
                            "and that the battery is on" % (hint, self.baud))
-            logger.warning("%s: %s", self.url, message)
+            logger.debug("%s: %s", self.url, message)
             raise ConsoleSilent(message, port=self.url, command=what)
         logger.debug("%s: awake, prompt %r", self.url, prompt)
         if self.login_debug and not prompt.endswith("_debug>"):
@@ -310,7 +312,7 @@ class Console:
         try:
             reply = assembler.reply()
         except FramingError as exc:
-            logger.warning("%s: garbled reply to %r: %s", self.url, command, exc)
+            logger.debug("%s: garbled reply to %r: %s", self.url, command, exc)
             logger.debug("%s: received %r", self.url, assembler.raw_bytes())
             self._resync(command)
             raise ConsoleGarbled(str(exc), port=self.url, command=command, raw=assembler.raw_bytes()) from exc
@@ -331,7 +333,7 @@ class Console:
             message = "no echo of the command in %d bytes within %.1f s" % (len(raw), limit)
         else:
             message = "reply cut short: %d bytes, no closing '$$' and prompt within %.1f s" % (len(raw), limit)
-        logger.warning("%s: %r: %s", self.url, command, message)
+        logger.debug("%s: %r: %s", self.url, command, message)
         if raw:
             logger.debug("%s: received %r", self.url, raw)
         self._resync(command)
