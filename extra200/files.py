@@ -13,6 +13,7 @@ import logging
 import logging.handlers
 import os
 import tempfile
+import time
 from typing import Any, Callable, Optional
 
 logger = logging.getLogger(__name__)
@@ -85,21 +86,24 @@ def _sync_directory(directory: str) -> None:
 class ReportingFileHandler(logging.handlers.RotatingFileHandler):
     """A rotating log file that reports a failing write once (and its recovery), never a traceback per record."""
 
+    # A nearly full disk lets some records through between failures: only a minute without a
+    # failure counts as recovered, so the report is not repeated while the disk stays full.
+    RECOVERED_AFTER = 60.0
+
     def __init__(self, filename: str, report: Callable[[str], None], **options: Any) -> None:
         super().__init__(filename, **options)
         self._report = report
         self.failing = False
-        self._error_now = False
+        self._last_error = 0.0
 
     def emit(self, record: logging.LogRecord) -> None:
-        self._error_now = False
         super().emit(record)  # calls handleError on a failed write
-        if self.failing and not self._error_now:
+        if self.failing and time.monotonic() - self._last_error >= self.RECOVERED_AFTER:
             self.failing = False
             self._report("the log file %s can be written again" % self.baseFilename)
 
     def handleError(self, record: logging.LogRecord) -> None:  # noqa: N802 (logging's name)
-        self._error_now = True
+        self._last_error = time.monotonic()
         if not self.failing:
             self.failing = True
             self._report("cannot write the log file %s (disk full or gone); going on without it"
