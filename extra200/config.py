@@ -457,6 +457,10 @@ def _relations(config: Config) -> List[str]:
         problems.append("mqtt.tls.ca_file: no such file: %s" % config.mqtt.tls.ca_file)
     if not config.serial.port.strip():
         problems.append("serial.port: must name the serial port (it is empty)")
+    elif config.serial.port.strip().lower().startswith("pylonsim:"):
+        # A simulator left in a file would publish invented values to a real GX: only --port may choose it.
+        problems.append("serial.port: %r is the built-in simulator, which only the command line may select "
+                        "(--port pylonsim://); name the battery's real port here" % config.serial.port)
     if not config.state_dir.strip():
         problems.append("state_dir: must name a directory for persistent data (it is empty)")
     if config.serial.stale_after < config.serial.reading_freq:

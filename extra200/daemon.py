@@ -8,18 +8,28 @@ and once when they end:
 * the serial port cannot be opened: retried with a growing delay (up to a minute);
 * a poll fails (silent console, garbage): the console is woken again after
   two failures in a row; after ``serial.stale_after`` seconds without a good
-  poll the data counts as stale: nothing is published for the bank and the
-  availability topic says ``offline``, so Victron's driver times out and Home
-  Assistant shows the values as unavailable instead of old numbers;
-* the broker is away: the MQTT link reconnects by itself; polling goes on.
+  poll the data counts as stale: the Victron topics get their last word (stop
+  charging, see ``victron``), nothing else is published for the bank, and the
+  availability topic says ``offline`` so Home Assistant shows the values as
+  unavailable instead of old numbers;
+* the broker is away: the MQTT links reconnect by themselves; polling goes on.
+
+A poll publishes as soon as its ``pwr`` data is in (``BankReader.read_state``),
+then reads cells, identity and details within a time budget
+(``read_more``); a stop request interrupts a pending command at once.  A
+message is published only from data read within ``stale_after``.  On a stop
+the Victron topics get the last word; if the process dies, the Victron link's
+MQTT last will says it.
 """
 
 import json
 import logging
 import os
 import sys
+import tempfile
 import threading
 import time
+import dataclasses
 from dataclasses import dataclass
 from typing import Any, Callable, Dict, List, Optional, Set
 
@@ -50,11 +60,11 @@ class PollOutcome:
     summary: BankSummary
     limits: ChargeLimits
     fresh: bool
-    now: float  # monotonic
+    now: float  # monotonic: when the data was read
     wall_time: float
 
 
-def _print_message(topic: str, payload: str) -> bool:
+def _print_message(topic: str, payload: str, last_word: bool = False) -> bool:
     sys.stdout.write("%s %s\n" % (topic, payload))
     sys.stdout.flush()
     return True
@@ -78,8 +88,12 @@ class Daemon:
     def __init__(self, config: Config, port: str, dry_run: bool = False) -> None:
         """``config`` is the effective configuration (command-line overrides applied).
 
+        ``dry_run`` keeps every persistent file (energy counters, spools) in a temporary
+        directory, so trying the program never touches the real state.
         Raises ``CatalogueError`` for a broken events catalogue file (a configuration error).
         """
+        if dry_run:
+            config = dataclasses.replace(config, state_dir=tempfile.mkdtemp(prefix="extra200tomqtt-dry-run-"))
         self.config = config
         self.dry_run = dry_run
         self.port = port
@@ -95,6 +109,7 @@ class Daemon:
         self.reader = BankReader(self.console, config.serial, config.battery)
         self.controller = ChargeController(config.charge, config.battery)
         self.link: Optional[MqttLink] = None
+        self.victron_link: Optional[MqttLink] = None  # its own connection: its last will stops charging
         self.victron: Optional[VictronPublisher] = None
         self.energy = EnergyCounters(os.path.join(state_dir, ENERGY_FILE))
         self.ha: Optional[HomeAssistantPublisher] = None
@@ -132,7 +147,10 @@ class Daemon:
             logger.info("MQTT is off (mqtt.active: false)")
             return
         self.link = MqttLink(mqtt, self.config.client_id)
-        self.victron = VictronPublisher(self._publish_json, mqtt.topic_base, mqtt.per_battery_topics)
+        self.victron_link = MqttLink(mqtt, self.config.client_id + "-victron", availability=False)
+        self.victron = VictronPublisher(self._publish_victron, mqtt.topic_base, mqtt.per_battery_topics,
+                                        set_will=self.victron_link.set_will)
+        self.victron_link.start()
         if self.config.homeassistant.enabled:
             self.ha = HomeAssistantPublisher(self.config, self.link.publish, self.link.subscribe,
                                              self.link.availability_topic, self.state_dir,
@@ -146,17 +164,27 @@ class Daemon:
             return "Events monitoring off"
         return self.events.active_text(battery.address, level="info") or "No events"
 
-    def _publish_json(self, topic: str, payload: str) -> bool:
-        return self.link.publish(topic, payload) if self.link is not None else False
+    def _publish_victron(self, topic: str, payload: str, last_word: bool = False) -> bool:
+        """Data goes out fire-and-forget; a last word with qos 1, waiting briefly until the broker has it."""
+        if self.victron_link is None:
+            return False
+        if last_word:
+            return self.victron_link.publish(topic, payload, qos=1, wait=1.0)
+        return self.victron_link.publish(topic, payload)
 
     def stop_outputs(self) -> None:
+        """Close everything within about two seconds: the service manager's patience is limited."""
+        if self.victron is not None:
+            self._guarded("Victron", self.victron.last_word, "extra200tomqtt stopped", time.monotonic(),
+                          self._discharge_without_data())
         if self.ha is not None:
             self.ha.close()
         self.energy.save()
-        if self.link is not None:
-            self.link.stop()
+        for link in (self.victron_link, self.link):
+            if link is not None:
+                link.stop(timeout=1.0)
         if self.database is not None:
-            self.database.stop(timeout=2.0)
+            self.database.stop(timeout=1.0)
         if self.events is not None:
             self.events.close()
         self.console.close()
@@ -193,34 +221,39 @@ class Daemon:
 
     # -- one poll ------------------------------------------------------------
     def poll(self, full: bool = False) -> Optional[PollOutcome]:
-        """Read the bank once and compute everything the outputs need; None when the poll failed."""
-        now = time.monotonic()
+        """Read the bank's state (phase 1) and compute what the outputs need; None when the poll failed.
+
+        ``full``: read everything first (cells, identity, details), as ``--once`` does.
+        """
+        started = time.monotonic()
         if not self._ensure_console():
-            self._poll_failed(now)
+            self._poll_failed(started)
             return None
         try:
-            bank = self.reader.read(full=full)
-            self.stats.record_poll(True, time.monotonic() - now, time.monotonic())
+            if full:
+                bank = self.reader.read(full=True)
+            else:
+                bank = self.reader.read_state()
         except PollFailed as exc:
             self.last_error = str(exc)
-            self._poll_failed(now)
+            self._poll_failed(started)
             if self._failures_in_row >= 2 and self.console.is_open and not self.reader.stopping():
                 self._rewake()
             return None
-        except ConsoleError as exc:  # the device vanished mid-poll
-            self.last_error = str(exc)
-            self.console.close()
-            self._poll_failed(now)
-            return None
+        now = time.monotonic()
+        self.stats.record_poll(True, now - started, now)
         self._failures_in_row = 0
         self.polls_ok += 1
         self._check_cell_count(bank)
         summary = summarize_bank(bank)
-        fresh = summary.units_online > 0
+        # Fresh means publishable: a bank whose every unit is unconfirmed this poll is not.
+        fresh = summary.units_online > 0 and None not in (summary.voltage, summary.power, summary.soc)
         if fresh:
             self.last_good = now
-        else:
+        elif summary.units_online == 0:
             self.last_error = "the console answers, but its pwr table shows no battery present"
+        else:
+            self.last_error = "the console's values could not be confirmed (line noise?)"
         limits = self.controller.update(bank, summary, now, fresh)
         self.last_limits = limits
         return PollOutcome(bank, summary, limits, fresh, now, bank.poll_time or time.time())
@@ -244,6 +277,19 @@ class Daemon:
             self.console.wake()
         except ConsoleError as exc:
             logger.debug("wake-up after failed polls: %s", exc)
+
+    def poll_budget(self) -> float:
+        """Seconds a poll may spend on cells, identity and details after the bank's state.
+
+        Long enough for the usual round, short enough that the next ``pwr`` comes well
+        within ``stale_after``; what does not fit continues at the next poll.
+        """
+        serial = self.config.serial
+        return min(serial.stale_after / 2.0, max(2.0 * serial.reading_freq, 5.0))
+
+    def _discharge_without_data(self) -> Optional[float]:
+        """The discharge limit the controller allows with no data (None before any decision)."""
+        return self.last_limits.discharge_current if self.last_limits is not None else None
 
     def _poll_failed(self, now: float) -> None:
         # The controller sees every poll, failed ones too, so its holds and ramps count real time;
@@ -270,20 +316,32 @@ class Daemon:
 
     def _announce_staleness(self, stale: bool) -> None:
         if stale:
-            logger.warning("no good data for %.0f s: marking the bank offline and pausing its topic (%s)",
-                           self.config.serial.stale_after, self.last_error or "no reply")
+            logger.warning("no good data for %.0f s: telling the GX to stop charging, marking the bank offline "
+                           "(%s)", self.config.serial.stale_after, self.last_error or "no reply")
+            self._say_last_word()
         else:
             logger.info("fresh data again: bank online")
         if self.link is not None:
             self.link.set_available(not stale)
 
+    def _say_last_word(self) -> None:
+        """While stale: the Victron topics say "stop charging" (again only when the word changes)."""
+        if self.victron is not None:
+            reason = "no data from the battery console for %.0f s" % self.config.serial.stale_after
+            self._guarded("Victron", self.victron.last_word, reason, time.monotonic(),
+                          self._discharge_without_data())
+
     def publish(self, outcome: PollOutcome) -> None:
         """Hand one poll's results to every output, Victron first; a failing output never stops the others."""
-        if self.victron is not None and outcome.fresh:
-            # the one-per-second rule counts from the moment of sending, not the poll's start
-            self._guarded("Victron", self.victron.update, outcome.summary, outcome.limits, len(outcome.bank.missing),
-                          self._cells_per_battery(outcome.bank), time.monotonic())
         self._guarded("energy counters", self._update_energy, outcome)
+        if self.victron is not None and outcome.fresh:
+            with self._stale_lock:  # never after the staleness watcher has said the last word
+                now = time.monotonic()
+                if not self.stale and now - outcome.now <= self.config.serial.stale_after:
+                    # the one-per-second rule counts from the moment of sending, not the poll's start
+                    self._guarded("Victron", self.victron.update, outcome.summary, outcome.limits,
+                                  len(outcome.bank.missing), self._cells_per_battery(outcome.bank), now,
+                                  self.energy.snapshot())
         changes = []
         if self.events is not None:
             changes = self._guarded("events", self.events.update, outcome.bank, outcome.wall_time) or []
@@ -364,6 +422,7 @@ class Daemon:
     # -- the loop --------------------------------------------------------------
     def run(self, stop: threading.Event) -> int:
         self.reader.stopping = stop.is_set
+        self.console.interrupted = stop.is_set
         self.energy.load()
         self.start_outputs()
         logger.info("polling %s every %.1f s; MQTT %s", self.port, self.config.serial.reading_freq,
@@ -374,9 +433,12 @@ class Daemon:
             while not stop.is_set():
                 started = time.monotonic()
                 outcome = self.poll()
+                self._update_staleness(time.monotonic())  # fresh again before publishing
                 if outcome is not None:
                     self.publish(outcome)
-                self._update_staleness(time.monotonic())
+                    self.reader.read_more(deadline=started + self.poll_budget())
+                elif self.stale:
+                    self._say_last_word()  # the controller's no-data limits may have moved on
                 self._report(time.monotonic())
                 delay = self.config.serial.reading_freq
                 if not self.console.is_open:
@@ -398,7 +460,7 @@ class Daemon:
         payload = bank_payload(outcome.summary, outcome.limits, self._cells_per_battery(bank), len(bank.missing))
         batteries: List[Dict[str, Any]] = []
         for unit in outcome.summary.units:  # in address order, as published on battery_<N>
-            unit_json = unit_payload(unit, outcome.limits, outcome.summary.units_online, with_cells=True)
+            unit_json = unit_payload(unit, outcome.limits)
             if unit_json is not None:
                 batteries.append(unit_json)
         logger.info("units present: %s; missing: %s", [u.address for u in outcome.summary.units],

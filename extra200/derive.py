@@ -9,7 +9,7 @@ Cell ids name the battery and the cell, 1-based like Victron's
 """
 
 from dataclasses import dataclass
-from typing import Iterable, List, Optional, Sequence, Tuple
+from typing import Iterable, List, Optional, Sequence, Tuple, Union
 
 from .model import Bank, Battery, CellRow
 
@@ -50,6 +50,7 @@ class UnitSummary:
     cell_temp_max: Optional[Extreme]
     mos_temperature: Optional[float]
     cell_voltages: Tuple[Optional[float], ...]  # from the latest bat N, in console order
+    cell_balancing: Tuple[Optional[bool], ...]  # each cell's BAL flag, same order; () where not printed
     balancing: Optional[bool]  # any cell balancing
     cycle_count: Optional[int]
     soh: Optional[float]
@@ -160,6 +161,7 @@ def summarize_unit(battery: Battery) -> UnitSummary:
         cell_temp_max=t_max,
         mos_temperature=row.mos_temperature if row else None,
         cell_voltages=tuple(c.voltage for c in cells),
+        cell_balancing=tuple(c.balancing for c in cells) if balancing_flags else (),
         balancing=any(balancing_flags) if balancing_flags else None,
         cycle_count=battery.stats.cycle_count if battery.stats else None,
         soh=battery.stats.soh if battery.stats else None,
@@ -217,6 +219,25 @@ def summarize_bank(bank: Bank) -> BankSummary:
         cycle_count=max((u.cycle_count for u in units if u.cycle_count is not None), default=None),
         soh=min(_known(u.soh for u in units), default=None),
     )
+
+
+MIN_CURRENT_FOR_TIME = 0.5  # A: below this the bank counts as resting (no time to empty / full)
+
+
+def time_to_empty(figures: Union[UnitSummary, BankSummary]) -> Optional[float]:
+    """Seconds until empty at the present discharge current; None when not discharging."""
+    if figures.remaining is None or figures.current is None or figures.current > -MIN_CURRENT_FOR_TIME:
+        return None
+    return float(round(figures.remaining / -figures.current * 3600.0))
+
+
+def time_to_full(figures: Union[UnitSummary, BankSummary]) -> Optional[float]:
+    """Seconds until full at the present charge current (an estimate: the current falls near full)."""
+    if figures.remaining is None or figures.capacity is None or figures.current is None:
+        return None
+    if figures.current < MIN_CURRENT_FOR_TIME:
+        return None
+    return float(round(max(figures.capacity - figures.remaining, 0.0) / figures.current * 3600.0))
 
 
 def _round(value: Optional[float], digits: int) -> Optional[float]:

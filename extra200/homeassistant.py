@@ -46,7 +46,7 @@ import yaml
 
 from . import __version__
 from .config import Config, HomeAssistantConfig
-from .derive import BankSummary, Extreme, UnitSummary
+from .derive import BankSummary, Extreme, UnitSummary, time_to_empty, time_to_full
 from .energy import EMPTY_SNAPSHOT, EnergySnapshot, EnergyTotals, stored_energy_wh
 from .files import read_json, write_json_atomic
 from .model import Bank, Battery, CellRow
@@ -59,7 +59,6 @@ LEVELS = ("off", "low", "medium", "high")
 CONFIG_SETTLE = 1.0  # seconds between a new discovery config and the first state for it
 MAX_STATE_LENGTH = 255  # Home Assistant turns longer states into "unknown"
 MIN_EXPIRE_AFTER = 30  # seconds
-MIN_CURRENT_FOR_TIME = 0.5  # A; below this no time to full / empty is given
 RECORD_REFRESH = 600.0  # seconds between record writes that only refresh "last seen"
 DEFAULT_BANK_ID = HomeAssistantConfig.bank_id
 DEFAULT_BANK_NAME = HomeAssistantConfig.bank_name
@@ -280,22 +279,6 @@ def _permission(attr: str) -> Callable[[BankView], Optional[str]]:
         return None if allowed is None else ("Yes" if allowed else "No")
 
     return value
-
-
-def time_to_empty(summary: BankSummary) -> Optional[float]:
-    """Seconds until empty at the present discharge current; None when not discharging."""
-    if summary.remaining is None or summary.current is None or summary.current > -MIN_CURRENT_FOR_TIME:
-        return None
-    return float(round(summary.remaining / -summary.current * 3600.0))
-
-
-def time_to_full(summary: BankSummary) -> Optional[float]:
-    """Seconds until full at the present charge current (an estimate: the current falls near full)."""
-    if summary.remaining is None or summary.capacity is None or summary.current is None:
-        return None
-    if summary.current < MIN_CURRENT_FOR_TIME:
-        return None
-    return float(round(max(summary.capacity - summary.remaining, 0.0) / summary.current * 3600.0))
 
 
 def _cell(battery: Battery, index: int) -> Optional[CellRow]:

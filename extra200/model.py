@@ -154,6 +154,7 @@ class Battery:
     row_time: Optional[float] = None  # monotonic time of each part's last good read
     detail_time: Optional[float] = None
     cells_time: Optional[float] = None
+    detail_due: bool = False  # a status column turned abnormal: read ``pwr N`` (events) at the next chance
     info_time: Optional[float] = None
     stats_time: Optional[float] = None
 

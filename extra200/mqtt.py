@@ -1,11 +1,16 @@
-"""The one MQTT connection of the process (paho-mqtt 1.6 and 2.x).
+"""MQTT connections (paho-mqtt 1.6 and 2.x).
 
-One persistent client for the life of the daemon: a retained availability
-topic (``online`` after every connect, ``offline`` as last will and on a clean
-stop), reconnection with capped backoff in paho's own network thread, and
-publishing that never blocks the polling loop: while the broker is away,
-``publish`` returns False at once and the message is dropped (the next poll
-publishes fresh values; outputs that must not lose data keep their own spool).
+A persistent client for the life of the daemon: reconnection with capped
+backoff in paho's own network thread, and publishing that never blocks the
+polling loop: while the broker is away, ``publish`` returns False at once and
+the message is dropped (the next poll publishes fresh values; outputs that
+must not lose data keep their own spool).
+
+The daemon holds two: the main link, with a retained availability topic
+(``online`` after every connect, ``offline`` as last will and on a clean
+stop), and the Victron link, whose last will is the bank topic's "stop
+charging" message (MQTT allows one will per connection).  A will is fixed
+when the client connects, so ``set_will`` reconnects to renew it.
 
 This is the only module that imports paho.
 """
@@ -13,7 +18,7 @@ This is the only module that imports paho.
 import logging
 import ssl
 import threading
-from typing import Any, Callable, Dict, List, Optional, Union
+from typing import Any, Callable, Dict, List, Optional, Tuple, Union
 
 import paho.mqtt.client as paho
 
@@ -47,11 +52,17 @@ def _make_client(client_id: str) -> "paho.Client":
 class MqttLink:
     """A persistent, self-reconnecting MQTT client with an availability topic."""
 
-    def __init__(self, config: MqttConfig, client_id: str) -> None:
+    def __init__(self, config: MqttConfig, client_id: str, availability: bool = True) -> None:
+        """``availability`` False: no availability topic, and the broker's coming and going is
+        logged at DEBUG only (the main link reports it once for the process)."""
         self._config = config
         self._client_id = client_id
+        self._with_availability = availability
+        self._will: Optional[Tuple[str, str]] = None
+        self._renewing = threading.Lock()
         self._client: Optional["paho.Client"] = None
         self._connected = threading.Event()
+        self._disconnected = threading.Event()  # set when a disconnect we asked for has completed
         self._lock = threading.Lock()
         self._handlers: Dict[str, List[MessageHandler]] = {}
         self._connect_hooks: List[Callable[[], None]] = []
@@ -97,7 +108,7 @@ class MqttLink:
         if tls.enabled:
             client.tls_set(ca_certs=tls.ca_file or None, cert_reqs=ssl.CERT_REQUIRED)
             client.tls_insecure_set(tls.insecure)
-        client.will_set(self.availability_topic, "offline", qos=1, retain=True)
+        self._apply_will(client)
         client.reconnect_delay_set(min_delay=1, max_delay=60)
         client.on_connect = self._on_connect
         client.on_disconnect = self._on_disconnect
@@ -111,26 +122,71 @@ class MqttLink:
             logger.warning("MQTT: cannot start connecting to %s: %s; retrying", self.broker, exc)
         client.loop_start()
 
-    def stop(self, timeout: float = 2.0) -> None:
-        """Publish ``offline`` (if connected), disconnect and stop the network thread."""
-        client = self._client
-        if client is None:
-            return
-        self._available = False
-        if self.connected:
-            info = client.publish(self.availability_topic, "offline", qos=1, retain=True)
+    def _apply_will(self, client: "paho.Client") -> None:
+        if self._with_availability:
+            client.will_set(self.availability_topic, "offline", qos=1, retain=True)
+        elif self._will is not None:
+            client.will_set(self._will[0], self._will[1], qos=1, retain=False)
+
+    def set_will(self, topic: str, payload: str) -> None:
+        """Make ``payload`` on ``topic`` this connection's last will (links without availability only).
+
+        The broker takes a will only with a connect, so a running client reconnects, in
+        the background: a clean disconnect first (the old will is dropped, not fired), then
+        a connect with the new one.  Messages published meanwhile are dropped like during
+        any broker outage.
+        """
+        if self._with_availability:
+            raise ValueError("the availability topic is this link's last will")
+        self._will = (topic, payload)
+        if self._client is not None:
+            threading.Thread(target=self._renew_will, name="mqtt-will", daemon=True).start()
+
+    def _renew_will(self) -> None:
+        with self._renewing:
+            client = self._client
+            if client is None:
+                return
+            self._close_cleanly(client, 1.0)
+            if self._client is not client:  # stopped meanwhile
+                return
+            self._apply_will(client)
             try:
-                info.wait_for_publish(timeout=timeout)
-            except (RuntimeError, ValueError):
-                pass  # not sent: the broker fires the last will instead
-        client.disconnect()
-        client.loop_stop()
-        self._client = None
+                client.connect_async(self._config.broker, self._config.port, keepalive=self._config.keepalive)
+            except (OSError, ValueError) as exc:
+                logger.warning("MQTT: cannot start reconnecting to %s: %s; retrying", self.broker, exc)
+            client.loop_start()
+
+    def stop(self, timeout: float = 2.0) -> None:
+        """Publish ``offline`` (if connected and with availability), disconnect and stop the network thread."""
+        with self._renewing:
+            client = self._client
+            if client is None:
+                return
+            self._available = False
+            if self.connected and self._with_availability:
+                info = client.publish(self.availability_topic, "offline", qos=1, retain=True)
+                try:
+                    info.wait_for_publish(timeout=timeout)
+                except (RuntimeError, ValueError):
+                    pass  # not sent: the broker fires the last will instead
+            self._client = None
+        self._close_cleanly(client, timeout)
+
+    def _close_cleanly(self, client: "paho.Client", timeout: float) -> None:
+        """Disconnect and stop the network thread, the DISCONNECT sent first: a connection
+        closed without it makes the broker fire the last will."""
+        self._disconnected.clear()
+        was_connected = self.connected
         self._connected.clear()
+        client.disconnect()
+        if was_connected:
+            self._disconnected.wait(timeout)
+        client.loop_stop()
 
     def set_available(self, available: bool) -> None:
         """Publish ``online`` / ``offline`` (retained) when the data's freshness changes."""
-        if available == self._available:
+        if available == self._available or not self._with_availability:
             return
         self._available = available
         self.publish(self.availability_topic, "online" if available else "offline", qos=1, retain=True)
@@ -138,8 +194,13 @@ class MqttLink:
     def wait_connected(self, timeout: float) -> bool:
         return self._connected.wait(timeout)
 
-    def publish(self, topic: str, payload: Union[str, bytes], qos: int = 0, retain: bool = False) -> bool:
-        """Send one message; False (and nothing queued) when not connected."""
+    def publish(self, topic: str, payload: Union[str, bytes], qos: int = 0, retain: bool = False,
+                wait: float = 0.0) -> bool:
+        """Send one message; False (and nothing queued) when not connected.
+
+        ``wait`` > 0: also wait up to that many seconds until it has left (qos 0) or the
+        broker has it (qos 1); False when it did not make it in time.
+        """
         client = self._client
         if client is None or not self.connected:
             return False
@@ -147,22 +208,32 @@ class MqttLink:
         if info.rc != paho.MQTT_ERR_SUCCESS:
             return False
         self.messages_sent += 1
+        if wait > 0:
+            try:
+                info.wait_for_publish(timeout=wait)
+            except (RuntimeError, ValueError):
+                return False
+            return info.is_published()
         return True
+
+    def _report(self, message: str, *args: Any) -> None:
+        (logger.warning if self._with_availability else logger.debug)(message, *args)
 
     # paho callbacks: signatures differ between 1.6 and 2.x, hence *args.
     def _on_connect(self, client: "paho.Client", userdata: Any, flags: Any, reason: Any, *rest: Any) -> None:
         code = _reason_value(reason)
         if code != 0:
             if not self._down_logged:
-                logger.warning("MQTT: %s refused the connection: %s", self.broker, _describe(reason, code))
+                self._report("MQTT: %s refused the connection: %s", self.broker, _describe(reason, code))
                 self._down_logged = True
             return
         self.connections += 1
         self._connected.set()
-        if self._down_logged or self.connections == 1:
+        if (self._down_logged or self.connections == 1) and self._with_availability:
             logger.info("MQTT: connected to %s", self.broker)
         self._down_logged = False
-        client.publish(self.availability_topic, "online" if self._available else "offline", qos=1, retain=True)
+        if self._with_availability:
+            client.publish(self.availability_topic, "online" if self._available else "offline", qos=1, retain=True)
         with self._lock:
             topics = list(self._handlers)
             hooks = list(self._connect_hooks)
@@ -177,17 +248,18 @@ class MqttLink:
     def _on_disconnect(self, client: "paho.Client", userdata: Any, *args: Any) -> None:
         was_connected = self._connected.is_set()
         self._connected.clear()
+        self._disconnected.set()
         # paho 1.6: (rc); 2.x: (flags, reason_code, properties)
         reason = args[1] if len(args) >= 2 else (args[0] if args else None)
         code = _reason_value(reason)
         if code != 0 and was_connected and not self._down_logged:
-            logger.warning("MQTT: lost the connection to %s (%s); reconnecting in the background",
+            self._report("MQTT: lost the connection to %s (%s); reconnecting in the background",
                            self.broker, _describe(reason, code))
             self._down_logged = True
 
     def _on_connect_fail(self, client: "paho.Client", userdata: Any) -> None:
         if not self._down_logged:
-            logger.warning("MQTT: cannot reach %s; retrying in the background", self.broker)
+            self._report("MQTT: cannot reach %s; retrying in the background", self.broker)
             self._down_logged = True
 
     def _on_message(self, client: "paho.Client", userdata: Any, message: Any) -> None:

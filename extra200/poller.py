@@ -1,29 +1,39 @@
 """Reading the bank: the commands of one poll, and the records they refresh.
 
-One ``pwr`` table per poll gives every unit's voltage, current, temperatures,
-SoC, states and cell extremes, so the bank state and every charge decision
-refresh on each poll.  The larger replies are read less often:
+A poll has two phases, so what is published is as young as the console allows:
 
-* ``bat N`` (cells): every unit on the first poll (and ``--once``), then the
-  unit whose cells are oldest, once they are older than ``serial.cells_interval``;
-* ``pwr N`` (capacity, events): on the first poll, every ``info_interval``, and at
-  once when a unit's status columns change to something other than normal;
-* ``info N`` / ``stat N`` (barcode, ratings, cycle count, SoH): first poll, then
-  one unit per poll once ``serial.info_interval`` has passed.
+1. ``read_state``: the whole-bank ``pwr`` table (or, on firmware without it, one
+   ``pwr N`` per unit), cross-checked (``crosscheck``), gives every unit's
+   voltage, current, temperatures, SoC, states and cell extremes.  The bank is
+   published from this at once.
+2. ``read_more``: the larger, slower replies, bounded by a deadline and ended
+   at the first sign of a silent console (the next poll's ``pwr`` decides
+   whether the data is still fresh):
 
-A firmware that rejects a command family (``info N`` on a US3000D, the ``pwr``
-table on an Extra2000) is remembered and not asked again; a rejected ``pwr``
-table switches to ``pwr N`` for the configured addresses.  A reply that times
-out, is garbled or does not parse is retried once and then dropped: no half
-reply ever reaches the records.
+   * ``bat N`` (cells): every unit whose cells are not known yet, then the unit
+     whose cells are oldest, once they are older than ``serial.cells_interval``
+     (every unit every poll on firmware without the ``pwr`` table, where the
+     cells are the only source of cell extremes);
+   * ``pwr N`` (capacity, events): first poll, every ``info_interval``, and at once
+     when a unit's status columns change to something other than normal;
+   * ``info N`` / ``stat N`` (barcode, ratings, cycle count, SoH): first poll, then
+     one unit per poll once ``serial.info_interval`` has passed.
+
+Every reply that feeds a published value is read twice and believed only
+where both reads agree (``crosscheck``).  A firmware that rejects a command
+family (``info N`` on a US3000D, the ``pwr`` table on an Extra2000) is
+remembered and not asked again; a rejected ``pwr`` table switches to ``pwr N``
+for the configured addresses.  A reply that times out, is garbled or does not
+parse is retried and then dropped: no half reply ever reaches the records.
 """
 
 import dataclasses
 import logging
 import time
-from typing import Callable, Dict, List, Optional, Set, Tuple, TypeVar
+from typing import Callable, Dict, List, Optional, Sequence, Set, Tuple, TypeVar
 
 from .config import BatteryConfig, SerialConfig
+from .crosscheck import JumpGuard, agreed, agreed_rows, table_contradiction, unknown_row, without_cell_extremes
 from .framing import Reply
 from .model import Bank, Battery, CellTable, PowerDetail, PowerRow
 from .parsing import (
@@ -35,7 +45,7 @@ from .parsing import (
     parse_power_table,
     parse_stats,
 )
-from .transport import Console, ConsoleError
+from .transport import Console, ConsoleError, ConsoleInterrupted, ConsoleTimeout, PortLost
 
 logger = logging.getLogger(__name__)
 
@@ -46,15 +56,49 @@ _STATUS_FIELDS = ("base_state", "voltage_state", "current_state", "temperature_s
                   "battery_voltage_state", "battery_temperature_state", "system_alarm_state")
 _NORMAL = {None, "Normal", "-", "Charge", "Dischg", "Idle", "Balance"}
 
+_MAX_EXCHANGES = 4  # per command: two agreeing reads, a tie-breaker, one failure tolerated
+_MAX_FAILURES = 2
+
 
 class PollFailed(Exception):
     """The poll produced no trustworthy ``pwr`` data."""
+
+
+class _Rejected(Exception):
+    """The firmware answered the command with an error message."""
+
+    def __init__(self, reply: Reply) -> None:
+        super().__init__(reply.error or "error reply")
+        self.reply = reply
+
+
+Vote = Callable[[Sequence[T]], Tuple[Optional[T], bool]]
+
+
+def _vote_whole(reads: Sequence[T]) -> Tuple[Optional[T], bool]:
+    """Two reads of a record must agree exactly."""
+    value = agreed(reads)
+    return value, value is not None
+
+
+def _vote_rows(reads: Sequence[List[PowerRow]]) -> Tuple[Optional[List[PowerRow]], bool]:
+    """``pwr`` rows are voted one unit at a time; a unit left unconfirmed is unknown this poll."""
+    if len(reads) < 2:
+        return None, False
+    confirmed, unconfirmed = agreed_rows(reads)
+    rows = [confirmed.get(row.address) or unknown_row(row.address) for row in reads[-1]]
+    return rows, not unconfirmed
 
 
 def _family(command: str) -> str:
     """``bat 3`` -> ``bat N``: firmware accepts or rejects a command per family."""
     parts = command.split()
     return parts[0] if len(parts) == 1 else "%s N" % parts[0]
+
+
+def _silent(exc: ConsoleError) -> bool:
+    """The console stopped answering (or we are stopping): no point in sending more this poll."""
+    return isinstance(exc, (ConsoleInterrupted, PortLost)) or (isinstance(exc, ConsoleTimeout) and not exc.raw)
 
 
 class BankReader:
@@ -69,46 +113,90 @@ class BankReader:
         self.batteries: Dict[int, Battery] = {}
         self.rejected: Set[str] = set()  # command families this firmware refuses
         self._failed_logged: Set[str] = set()
+        self._doubt_logged: Set[str] = set()
         self._missing_logged: Set[int] = set()
         self._seen: Set[int] = set()  # units present in any poll since start
+        self._present: List[int] = []
+        self._jumps = JumpGuard()
+        self._state_time: Optional[float] = None
         self.polls = 0
         # The daemon's stop request: the poll ends before the next command instead of after all of them.
         self.stopping: Callable[[], bool] = lambda: False
 
-    # -- one command -------------------------------------------------------
-    def _ask(self, command: str, parse: Callable[[str], T]) -> Optional[T]:
-        """The parsed reply, or None when the firmware rejects the command or two tries failed."""
-        family = _family(command)
-        if family in self.rejected:
-            return None
-        for attempt in (1, 2):
-            if self.stopping():
-                raise PollFailed("stopping: '%s' not sent" % command)
-            try:
-                reply: Reply = self._console.command(command)
-                if not reply.ok:
-                    if is_error_reply(reply.text) is not None:
-                        return self._rejected(command, reply)
-                    # no completion line and no error message: the completion line was garbled
-                    raise ParseError("reply without its completion line (garbled?)")
-                value = parse(reply.text)
-            except (ConsoleError, ParseError) as exc:
-                if attempt == 1:
-                    logger.debug("%s failed (%s); retrying once", command, exc)
-                    continue
-                if command not in self._failed_logged:
-                    logger.warning("'%s' failed twice, reply dropped: %s", command, exc)
-                    self._failed_logged.add(command)
-                return None
-            if command in self._failed_logged:
-                logger.info("'%s' answers again", command)
-                self._failed_logged.discard(command)
-            return value
-        return None
-
     @property
     def expected(self) -> Tuple[int, ...]:
         return self._expected
+
+    # -- one command -------------------------------------------------------
+    def _exchange(self, command: str, parse: Callable[[str], T]) -> T:
+        if self.stopping():
+            raise ConsoleInterrupted("stopping: not sent", command=command)
+        reply: Reply = self._console.command(command)
+        if not reply.ok:
+            if is_error_reply(reply.text) is not None:
+                raise _Rejected(reply)
+            # no completion line and no error message: the completion line was garbled
+            raise ParseError("reply without its completion line (garbled?)")
+        return parse(reply.text)
+
+    def _ask(self, command: str, parse: Callable[[str], T], vote: "Vote[T]" = _vote_whole,
+             reject_family: bool = True) -> Optional[T]:
+        """The confirmed reply, or None (rejected by the firmware, or no two reads agreed).
+
+        Raises ``ConsoleError`` when the console went silent, the port was lost or a stop
+        was requested: the caller ends the poll instead of trying more commands.
+        ``reject_family`` False: an error reply means "no such unit" and raises ``_Rejected``.
+        """
+        if reject_family and _family(command) in self.rejected:
+            return None
+        reads: List[T] = []
+        failures: List[str] = []
+        result: Optional[T] = None
+        while len(reads) + len(failures) < _MAX_EXCHANGES and len(failures) < _MAX_FAILURES:
+            try:
+                reads.append(self._exchange(command, parse))
+            except _Rejected as exc:
+                if not reject_family:
+                    raise
+                self._rejected(command, exc.reply)
+                return None
+            except ConsoleError as exc:
+                if _silent(exc):
+                    raise
+                failures.append(str(exc))
+                logger.debug("%s failed (%s); trying again", command, exc)
+                continue
+            except ParseError as exc:
+                failures.append(str(exc))
+                logger.debug("%s did not parse (%s); trying again", command, exc)
+                continue
+            result, settled = vote(reads)
+            if settled:
+                self._answers_again(command)
+                if len(reads) > 2 or failures:
+                    self._doubt(command, "needed %d reads to agree" % (len(reads) + len(failures)), logged=False)
+                return result
+        if result is not None:  # partly confirmed (pwr rows): the unconfirmed units are unknown
+            self._doubt(command, "reads disagreed; unconfirmed values are left unknown this poll")
+            return result
+        if command not in self._failed_logged:
+            reason = failures[-1] if failures else "%d reads that disagree" % len(reads)
+            logger.warning("'%s' gave no confirmed reply, dropped: %s", command, reason)
+            self._failed_logged.add(command)
+        return None
+
+    def _answers_again(self, command: str) -> None:
+        if command in self._failed_logged:
+            logger.info("'%s' answers again", command)
+            self._failed_logged.discard(command)
+        self._doubt_logged.discard(command)
+
+    def _doubt(self, command: str, message: str, logged: bool = True) -> None:
+        if not logged:
+            logger.debug("'%s': %s", command, message)
+        elif command not in self._doubt_logged:
+            logger.warning("'%s': %s (line noise?)", command, message)
+            self._doubt_logged.add(command)
 
     def _rejected(self, command: str, reply: Reply) -> None:
         family = _family(command)
@@ -116,56 +204,106 @@ class BankReader:
         # whole-family refusal of a present unit is remembered.
         logger.info("the console rejects '%s' (%s); not asking '%s' again", command, reply.error, family)
         self.rejected.add(family)
-        return None
 
     # -- the poll ------------------------------------------------------------
-    def read(self, full: bool = False) -> Bank:
-        """One poll.  ``full`` reads every unit's cells, details, info and stats (first poll, ``--once``)."""
-        full = full or self.polls == 0
+    def read(self, full: bool = False, deadline: Optional[float] = None) -> Bank:
+        """A whole poll in one call (``--once``, tests): the state, then everything else, then the bank."""
+        self.read_state()
+        self.read_more(full=full, deadline=deadline)
+        return self.bank()
+
+    def read_state(self) -> Bank:
+        """Phase 1: the units' rows, confirmed and cross-checked; raises ``PollFailed`` without them."""
         self.polls += 1
         now = self._clock()
-        rows = self._read_rows()
+        try:
+            rows = self._read_rows()
+        except ConsoleError as exc:
+            raise PollFailed("no trustworthy pwr data this poll: %s" % exc) from exc
         if rows is None:
             raise PollFailed("no trustworthy pwr data this poll")
-
+        seconds = now - self._state_time if self._state_time is not None else 0.0
+        self._state_time = now
         present: List[int] = []
         for row in rows:
             battery = self.batteries.setdefault(row.address, Battery(row.address))
-            changed = self._status_changed(battery.row, row)
+            if not row.present:
+                self._jumps.forget(row.address)
+            else:
+                row, held = self._jumps.check(row, seconds)
+                for note in held:
+                    logger.warning("%s: not believed until the next poll confirms it", note)
+                present.append(row.address)
+            battery.detail_due = battery.detail_due or self._status_changed(battery.row, row)
             battery.row = row
             battery.row_time = now
-            if not row.present:
-                continue
-            present.append(row.address)
-            if full or battery.detail is None or changed or self._due(battery.detail_time, self._serial.info_interval, now):
-                self._read_detail(battery, now)
-            if battery.row is not None and self._lacks_basics(battery.row) and battery.detail is not None:
-                battery.row = _row_from_detail(battery.row, battery.detail)
+            if row.present and row != unknown_row(row.address) and self._lacks_basics(row) \
+                    and battery.detail is not None:
+                battery.row = _row_from_detail(row, battery.detail)
+        self._present = present
+        return self.bank()
 
-        # Identity first: its cell count lets the cell table's parser spot a reply cut between rows.
-        self._read_identity(present, full, now)
-        # Without the pwr table (Extra2000), the cells are the only source of cell extremes: every poll.
-        self._read_cells(present, full or "pwr" in self.rejected, now)
+    def read_more(self, full: bool = False, deadline: Optional[float] = None) -> None:
+        """Phase 2: details, identity and cells for the next polls, until ``deadline`` (monotonic).
+
+        Ends early, without raising, when the console falls silent or a stop is requested.
+        """
+        full = full or self.polls == 1
+        now = self._clock()
+        try:
+            for address in self._present:
+                battery = self.batteries[address]
+                if full or battery.detail is None or battery.detail_due or \
+                        self._due(battery.detail_time, self._serial.info_interval, now):
+                    if self._past(deadline):
+                        return
+                    self._read_detail(battery, now)
+            # Cells before identity: charge control waits for them.  (A table cut between two rows,
+            # which any row count would fit, is caught by the second read that must agree.)
+            # Without the pwr table (Extra2000), the cells are the only source of cell extremes: every poll.
+            self._read_cells(self._present, full or "pwr" in self.rejected, now, deadline)
+            self._read_identity(self._present, full, now, deadline)
+        except ConsoleError as exc:
+            logger.debug("poll ended early: %s", exc)
+
+    def bank(self) -> Bank:
+        """The bank as the records stand, cross-checked: what one poll's outputs are built from."""
+        present = [a for a in self._present if a in self.batteries]
+        batteries: Dict[int, Battery] = {}
         for address in present:
             battery = self.batteries[address]
-            if battery.row is not None and battery.row.cell_voltage_low is None and battery.cells_time == now:
-                battery.row = _row_with_cell_extremes(battery.row, battery.cells)
-
+            batteries[address] = self._checked(battery)
         # Without a configured list, every unit seen since start is expected: one that drops out
         # of the table counts as missing (offline), not as never there.
         self._seen.update(present)
         expected = self._expected or tuple(sorted(self._seen))
         missing = tuple(a for a in expected if a not in present)
         self._log_missing(missing)
-        batteries = {a: self.batteries[a] for a in present}
         for address in missing:
             batteries.setdefault(address, self.batteries.setdefault(address, Battery(address)))
         return Bank(batteries=batteries, expected=expected, missing=missing,
                     poll_time=time.time(), complete=bool(present) and not missing)
 
+    def _checked(self, battery: Battery) -> Battery:
+        """A copy of ``battery`` whose row and cell table agree (both left unknown where they do not)."""
+        row = battery.row
+        if row is None:
+            return battery
+        if row.cell_voltage_low is None and battery.cells is not None and battery.cells_time is not None and \
+                battery.row_time is not None and battery.row_time - battery.cells_time <= self._serial.stale_after:
+            row = _row_with_cell_extremes(row, battery.cells)  # pwr N only: the extremes come from the cells
+        why = table_contradiction(row, battery.cells)
+        if why is None:
+            self._doubt_logged.discard("bat %d" % battery.address)
+            return dataclasses.replace(battery, row=row)
+        self._doubt("bat %d" % battery.address, "contradicts the pwr table (%s): neither is believed until "
+                    "a fresh cell table agrees" % why)
+        battery.cells_time = None  # re-read it at the next poll
+        return dataclasses.replace(battery, row=without_cell_extremes(row), cells=None)
+
     def _read_rows(self) -> Optional[List[PowerRow]]:
         if "pwr" not in self.rejected:
-            rows = self._ask("pwr", parse_power_table)
+            rows = self._ask("pwr", parse_power_table, vote=_vote_rows)
             if rows is not None:
                 return rows
             if "pwr" not in self.rejected:
@@ -174,30 +312,19 @@ class BankReader:
 
     def _rows_from_details(self) -> Optional[List[PowerRow]]:
         """Old firmware without the ``pwr`` table: one ``pwr N`` per configured unit."""
-        addresses = self._expected or (1,)
         rows: List[PowerRow] = []
-        for address in addresses:
-            if self.stopping():
-                raise PollFailed("stopping: 'pwr %d' not sent" % address)
+        now = self._clock()
+        for address in self._expected or (1,):
             try:
-                reply = self._console.command("pwr %d" % address)
-            except ConsoleError as exc:
-                logger.debug("pwr %d failed: %s", address, exc)
-                return None
-            if not reply.ok:
-                if is_error_reply(reply.text) is None:  # a garbled completion line, not "no such unit"
-                    logger.debug("pwr %d: reply without its completion line", address)
-                    return None
-                rows.append(PowerRow(address=address, present=False))
+                detail = self._ask("pwr %d" % address, parse_power_detail, reject_family=False)
+            except _Rejected:
+                rows.append(PowerRow(address=address, present=False))  # "no such unit"
                 continue
-            try:
-                detail = parse_power_detail(reply.text)
-            except ParseError as exc:
-                logger.debug("pwr %d did not parse: %s", address, exc)
-                return None
+            if detail is None:
+                return None  # no confirmed reply: this poll has no trustworthy data for the unit
             battery = self.batteries.setdefault(address, Battery(address))
             battery.detail = detail
-            battery.detail_time = self._clock()
+            battery.detail_time = now
             rows.append(_row_from_detail(PowerRow(address=address, present=True), detail))
         return rows
 
@@ -206,32 +333,38 @@ class BankReader:
         if detail is not None:
             battery.detail = detail
             battery.detail_time = now
+            battery.detail_due = False
 
-    def _read_cells(self, present: List[int], full: bool, now: float) -> None:
+    def _read_cells(self, present: List[int], every: bool, now: float, deadline: Optional[float]) -> None:
         interval = self._serial.cells_interval
-        if full or interval == 0:
+        if every or interval == 0:
             due = list(present)
         else:
-            stale = [a for a in present if self._due(self.batteries[a].cells_time, interval, now)]
+            unknown = [a for a in present if self.batteries[a].cells_time is None]
+            old = [a for a in present if a not in unknown and self._due(self.batteries[a].cells_time, interval, now)]
             # Oldest first, one unit per poll: the bank refreshes fast, cells follow round-robin.
-            stale.sort(key=lambda a: self.batteries[a].cells_time or 0.0)
-            due = stale[:1]
+            old.sort(key=lambda a: self.batteries[a].cells_time or 0.0)
+            due = unknown + old[:1]
         for address in due:
+            if self._past(deadline):
+                return
             info = self.batteries[address].info
             cells = info.cell_count if info is not None else None
             table = self._ask("bat %d" % address, lambda text, a=address, n=cells: parse_cell_table(text, a, n))
             if table is not None:
                 battery = self.batteries[address]
                 battery.cells = table
-                battery.cells_time = now
+                battery.cells_time = self._clock()
 
-    def _read_identity(self, present: List[int], full: bool, now: float) -> None:
+    def _read_identity(self, present: List[int], full: bool, now: float, deadline: Optional[float]) -> None:
         interval = self._serial.info_interval
         due = [a for a in present if full or self._due(self.batteries[a].info_time, interval, now)]
         if not full:
             due.sort(key=lambda a: self.batteries[a].info_time or 0.0)
             due = due[:1]
         for address in due:
+            if self._past(deadline):
+                return
             battery = self.batteries[address]
             info = self._ask("info %d" % address, lambda text, a=address: _own(parse_info(text), a, "info"))
             if info is None and address == 1 and "info N" in self.rejected:
@@ -246,6 +379,9 @@ class BankReader:
             # Stamp even when rejected, so a refusing firmware is not asked every poll.
             battery.info_time = now
             battery.stats_time = now
+
+    def _past(self, deadline: Optional[float]) -> bool:
+        return deadline is not None and self._clock() >= deadline
 
     @staticmethod
     def _due(last: Optional[float], interval: float, now: float) -> bool:

@@ -81,6 +81,10 @@ class ConsoleSilent(ConsoleError):
     """No prompt, even after the wake-up sequence."""
 
 
+class ConsoleInterrupted(ConsoleError):
+    """A stop request ended the exchange; the console state is unknown (resynchronise before reuse)."""
+
+
 _GARBAGE_HINT = (
     "likely a baud rate mismatch (the console runs at %d 8N1), the wrong port "
     "(RS485/CAN instead of Console) or a missing RS232 level converter"
@@ -142,6 +146,9 @@ class Console:
         self._debug_confirmed = False  # a debug prompt was seen after logging in
         self._need_login = False
         self._probe_garbage = 0  # non-text bytes seen while probing for a prompt
+        # The owner's stop request: a pending exchange ends within one port timeout (_POLL)
+        # instead of waiting out ``command_timeout``, so a service stops in time.
+        self.interrupted: Callable[[], bool] = lambda: False
 
     # -- port --------------------------------------------------------------
 
@@ -394,6 +401,8 @@ class Console:
     def _read_some(self, what: str) -> bytes:
         """What has arrived, or wait up to the port timeout for the first byte."""
         port = self._require_open(what)
+        if self.interrupted():
+            raise ConsoleInterrupted("stop requested", port=self.url, command=what)
         try:
             data = port.read(max(1, port.in_waiting))
         except (serial.SerialException, OSError) as exc:

@@ -1,31 +1,64 @@
 """dbus-mqtt-battery JSON: the payloads Victron's ``venus-os_dbus-mqtt-battery`` driver turns into a battery.
 
 Pure builders plus a small publisher that enforces the driver's needs
-(facts in the shared docs, ``victron-dbus-mqtt-battery.md``):
+(facts in the shared docs, ``victron-dbus-mqtt-battery.md``, checked against
+the driver itself by ``tests/test_victron_driver.py``):
 
-* ``Dc.Power``, ``Dc.Voltage`` and ``Soc`` in every message, or no message at all;
+* ``Dc.Power``, ``Dc.Voltage`` and ``Soc`` in every message, or no message at
+  all; ``null`` on one of them breaks the driver, so they are never unknown;
 * numbers only on numeric paths: 0/1 for flags (JSON booleans are rejected),
-  no strings (a string on a numeric path crashes the driver), no nulls; an
-  unknown value is left out;
+  no strings (a string on a numeric path crashes the driver);
+* unknown is sent as unknown: the driver keeps every path's last value, so a
+  path sent before and unknown now goes out as ``null`` (the driver shows it
+  invalid), never as the old number;
 * ``Info.MaxChargeVoltage`` / ``MaxChargeCurrent`` / ``MaxDischargeCurrent``
   always present (the driver's values are sticky across our restarts);
 * not retained, at most one message per second per topic (the driver flushes
   once per wall-clock second);
 * at most 24 cells per service (``Voltages.Cell1`` .. ``Cell24``).
 
+The last word: when the data goes stale, when the daemon stops and (as the
+MQTT last will) when it dies, the bank topic gets a message that stops
+charging: ``MaxChargeCurrent`` 0, ``MaxChargeVoltage`` no higher than the pack
+voltage last seen (under ESS with DC-coupled PV feed-in the solar chargers
+follow only the voltage), ``Alarms.BmsCable`` 2.  The three paths the driver
+requires carry the last voltage and SoC seen and a power of 0.
+
 Topics stay those of the original extra200tomqtt: ``<topic_base>/pylon`` for
-the bank and ``<topic_base>/battery_<N>`` per unit.
+the bank and ``<topic_base>/battery_<N>`` per unit.  Only the bank topic is
+meant to steer DVCC; each unit's topic carries that unit's own alarms and
+limits.
 """
 
 import json
 import logging
-from typing import Any, Callable, Dict, Optional, Protocol
+import math
+import threading
+from typing import Any, Callable, Dict, Iterator, Mapping, Optional, Protocol, Set, Tuple
 
-from .derive import BankSummary, Extreme, UnitSummary
+from .derive import BankSummary, Extreme, UnitSummary, time_to_empty
+from .energy import EnergySnapshot, EnergyTotals
 
 logger = logging.getLogger(__name__)
 
 MAX_CELLS = 24  # the driver has no path beyond Voltages.Cell24
+REQUIRED: Tuple[Tuple[str, ...], ...] = (("Dc", "Power"), ("Dc", "Voltage"), ("Soc",))
+LAST_WORD_MODE = "Charging stopped (no data)"
+
+Payload = Dict[str, Any]
+Publish = Callable[[str, str, bool], bool]  # (topic, payload, is a last word) -> sent
+
+
+class UnitLimitsLike(Protocol):
+    """One unit's own limits (``charge_limits.UnitLimits``)."""
+
+    charge_current: float
+    discharge_current: float
+    blocks_charge: bool
+    blocks_discharge: bool
+    charge_reason: str
+    discharge_reason: str
+    alarms: Dict[str, int]
 
 
 class Limits(Protocol):
@@ -51,139 +84,314 @@ def battery_topic(topic_base: str, address: int) -> str:
     return "%s/battery_%d" % (topic_base, address)
 
 
-def _put(target: Dict[str, Any], key: str, value: Any, digits: Optional[int] = None) -> None:
-    """Set ``key`` only for a known value; numbers rounded, booleans as 0/1."""
+def _number(value: Any, digits: Optional[int] = None) -> Any:
+    """A value as the driver takes it: None stays None (unknown), booleans 0/1, floats rounded."""
     if value is None:
-        return
+        return None
     if isinstance(value, bool):
-        value = int(value)
-    elif digits is not None and isinstance(value, float):
-        value = round(value, digits)
-    target[key] = value
+        return int(value)
+    if digits is not None and isinstance(value, float):
+        return round(value, digits)
+    return value
 
 
-def _put_extreme(system: Dict[str, Any], value_key: str, id_key: str, extreme: Optional[Extreme], digits: int) -> None:
-    if extreme is None:
-        return
-    system[value_key] = round(extreme.value, digits)
-    system[id_key] = extreme.id  # one of the driver's few string paths
+def _extreme(system: Payload, value_key: str, id_key: str, extreme: Optional[Extreme], digits: int) -> None:
+    system[value_key] = round(extreme.value, digits) if extreme is not None else None
+    system[id_key] = extreme.id if extreme is not None else None  # one of the driver's few string paths
 
 
-def _common(figures: Any) -> Optional[Dict[str, Any]]:
+def _energy(totals: Optional[EnergyTotals]) -> Payload:
+    if totals is None:
+        return {}
+    return {"ChargedEnergy": round(totals.charged_kwh, 3), "DischargedEnergy": round(totals.discharged_kwh, 3)}
+
+
+def _common(figures: Any, energy: Optional[EnergyTotals]) -> Optional[Payload]:
     """The parts shared by bank and unit payloads, or None when a required value is unknown."""
     if figures.voltage is None or figures.power is None or figures.soc is None:
         return None
-    dc: Dict[str, Any] = {}
-    _put(dc, "Power", figures.power, 1)
-    _put(dc, "Voltage", figures.voltage, 3)
-    _put(dc, "Current", figures.current, 3)
-    _put(dc, "Temperature", figures.temperature, 1)
-    payload: Dict[str, Any] = {"Dc": dc}
-    _put(payload, "Soc", min(max(figures.soc, 0.0), 100.0), 1)
-    _put(payload, "Soh", figures.soh, 1)
-    _put(payload, "InstalledCapacity", figures.capacity, 2)
-    _put(payload, "Capacity", figures.remaining, 2)
-    if figures.capacity is not None and figures.remaining is not None:
-        payload["ConsumedAmphours"] = round(max(figures.capacity - figures.remaining, 0.0), 2)
-    _put(payload, "Balancing", figures.balancing)
-    if figures.cycle_count is not None:
-        payload["History"] = {"ChargeCycles": figures.cycle_count}
-
-    system: Dict[str, Any] = {}
-    _put_extreme(system, "MinCellVoltage", "MinVoltageCellId", figures.cell_voltage_min, 3)
-    _put_extreme(system, "MaxCellVoltage", "MaxVoltageCellId", figures.cell_voltage_max, 3)
-    _put_extreme(system, "MinCellTemperature", "MinTemperatureCellId", figures.cell_temp_min, 1)
-    _put_extreme(system, "MaxCellTemperature", "MaxTemperatureCellId", figures.cell_temp_max, 1)
-    _put(system, "MOSTemperature", figures.mos_temperature, 1)
+    payload: Payload = {
+        "Dc": {
+            "Power": _number(figures.power, 1),
+            "Voltage": _number(figures.voltage, 3),
+            "Current": _number(figures.current, 3),
+            "Temperature": _number(figures.temperature, 1),
+        },
+        "Soc": round(min(max(figures.soc, 0.0), 100.0), 1),
+        "Soh": _number(figures.soh, 1),
+        "InstalledCapacity": _number(figures.capacity, 2),
+        "Capacity": _number(figures.remaining, 2),
+        # Sent even when unknown, so the driver neither derives it nor keeps an old value.
+        "ConsumedAmphours": round(max(figures.capacity - figures.remaining, 0.0), 2)
+        if figures.capacity is not None and figures.remaining is not None else None,
+        "TimeToGo": _number(time_to_empty(figures), 0),
+        "Balancing": _number(figures.balancing),
+    }
+    history: Payload = {"ChargeCycles": figures.cycle_count}
+    history.update(_energy(energy))
+    payload["History"] = history
+    system: Payload = {}
+    _extreme(system, "MinCellVoltage", "MinVoltageCellId", figures.cell_voltage_min, 3)
+    _extreme(system, "MaxCellVoltage", "MaxVoltageCellId", figures.cell_voltage_max, 3)
+    _extreme(system, "MinCellTemperature", "MinTemperatureCellId", figures.cell_temp_min, 1)
+    _extreme(system, "MaxCellTemperature", "MaxTemperatureCellId", figures.cell_temp_max, 1)
+    system["MOSTemperature"] = _number(figures.mos_temperature, 1)
     payload["System"] = system
     return payload
 
 
-def _limits_part(payload: Dict[str, Any], limits: Limits, share: float) -> None:
-    """Info / Io / Alarms from the charge limits; ``share`` scales the bank currents to one unit."""
-    info: Dict[str, Any] = {
+def _info(limits: Limits, charge_current: float, discharge_current: float, charge_reason: str,
+          discharge_reason: str) -> Payload:
+    return {
         "MaxChargeVoltage": round(limits.charge_voltage, 2),
-        "MaxChargeCurrent": round(limits.charge_current * share, 1),
-        "MaxDischargeCurrent": round(limits.discharge_current * share, 1),
+        "MaxChargeCurrent": round(charge_current, 1),
+        "MaxDischargeCurrent": round(discharge_current, 1),
+        "BatteryLowVoltage": _number(limits.battery_low_voltage, 2),
+        # The three texts are string paths in the driver's table (shown by the GUI).
+        "ChargeMode": limits.mode,
+        "ChargeLimitation": charge_reason,
+        "DischargeLimitation": discharge_reason,
     }
-    _put(info, "BatteryLowVoltage", limits.battery_low_voltage, 2)
-    # The three texts are string paths in the driver's table (shown by the GUI).
-    info["ChargeMode"] = limits.mode
-    info["ChargeLimitation"] = limits.charge_reason
-    info["DischargeLimitation"] = limits.discharge_reason
-    payload["Info"] = info
-    payload["Io"] = {"AllowToCharge": int(limits.allow_charge), "AllowToDischarge": int(limits.allow_discharge)}
-    if limits.alarms:
-        payload["Alarms"] = {name: int(level) for name, level in sorted(limits.alarms.items())}
 
 
-def bank_payload(summary: BankSummary, limits: Limits, cells_per_battery: Optional[int],
-                 units_offline: int) -> Optional[Dict[str, Any]]:
+def _unit_limits(limits: Limits) -> Mapping[int, UnitLimitsLike]:
+    return getattr(limits, "units", None) or {}
+
+
+def bank_payload(summary: BankSummary, limits: Limits, cells_per_battery: Optional[int], units_offline: int,
+                 energy: Optional[EnergyTotals] = None) -> Optional[Payload]:
     """The bank message, or None when a required value is unknown (then nothing is sent)."""
-    payload = _common(summary)
+    payload = _common(summary, energy)
     if payload is None:
         return None
+    units = _unit_limits(limits)
     system = payload["System"]
     system["NrOfModulesOnline"] = summary.units_online
     system["NrOfModulesOffline"] = units_offline
-    system["NrOfModulesBlockingCharge"] = 0 if limits.allow_charge else summary.units_online
-    system["NrOfModulesBlockingDischarge"] = 0 if limits.allow_discharge else summary.units_online
-    if cells_per_battery:
-        system["NrOfCellsPerBattery"] = cells_per_battery
-    _limits_part(payload, limits, 1.0)
+    if units:
+        system["NrOfModulesBlockingCharge"] = sum(1 for u in units.values() if u.blocks_charge)
+        system["NrOfModulesBlockingDischarge"] = sum(1 for u in units.values() if u.blocks_discharge)
+    else:  # no per-unit breakdown: a bank-wide stop is the bank's, counted once
+        system["NrOfModulesBlockingCharge"] = 0 if limits.allow_charge else 1
+        system["NrOfModulesBlockingDischarge"] = 0 if limits.allow_discharge else 1
+    system["NrOfCellsPerBattery"] = cells_per_battery or None
+    payload["Info"] = _info(limits, limits.charge_current, limits.discharge_current, limits.charge_reason,
+                            limits.discharge_reason)
+    payload["Io"] = {"AllowToCharge": int(limits.allow_charge), "AllowToDischarge": int(limits.allow_discharge)}
+    payload["Alarms"] = {name: int(level) for name, level in sorted(limits.alarms.items())}
     return payload
 
 
-def unit_payload(unit: UnitSummary, limits: Limits, units_online: int, with_cells: bool) -> Optional[Dict[str, Any]]:
-    """One unit's message: its own figures, its share of the bank's current limits, and its cells."""
-    payload = _common(unit)
+def _cells(payload: Payload, unit: UnitSummary) -> None:
+    """``Voltages`` and ``Balances``; with the sum and spread sent, so the driver derives nothing from them."""
+    cells = unit.cell_voltages
+    if not cells or len(cells) > MAX_CELLS:
+        return
+    voltages: Payload = {"Cell%d" % (i + 1): _number(v, 3) for i, v in enumerate(cells)}
+    known = [v for v in cells if v is not None]
+    voltages["Sum"] = round(sum(known), 3) if len(known) == len(cells) else None
+    voltages["Diff"] = unit.cell_voltage_delta
+    payload["Voltages"] = voltages
+    if unit.cell_balancing and len(unit.cell_balancing) == len(cells):
+        payload["Balances"] = {"Cell%d" % (i + 1): _number(b) for i, b in enumerate(unit.cell_balancing)}
+
+
+def unit_payload(unit: UnitSummary, limits: Limits, energy: Optional[EnergyTotals] = None) -> Optional[Payload]:
+    """One unit's message: its own figures, cells, alarms and limits (never another unit's)."""
+    payload = _common(unit, energy)
     if payload is None:
         return None
     system = payload["System"]
     system["NrOfModulesOnline"] = 1
-    cells = unit.cell_voltages
-    if cells:
-        system["NrOfCellsPerBattery"] = len(cells)
-    if with_cells and cells and len(cells) <= MAX_CELLS and all(v is not None for v in cells):
-        payload["Voltages"] = {"Cell%d" % (i + 1): round(v, 3) for i, v in enumerate(cells) if v is not None}
-    _limits_part(payload, limits, 1.0 / max(units_online, 1))
+    system["NrOfModulesOffline"] = 0
+    system["NrOfCellsPerBattery"] = len(unit.cell_voltages) or None
+    _cells(payload, unit)
+    own = _unit_limits(limits).get(unit.address)
+    if own is None:
+        return payload  # its limits are not known yet: left out (null), never borrowed from the bank
+    system["NrOfModulesBlockingCharge"] = int(own.blocks_charge)
+    system["NrOfModulesBlockingDischarge"] = int(own.blocks_discharge)
+    payload["Info"] = _info(limits, own.charge_current, own.discharge_current, own.charge_reason,
+                            own.discharge_reason)
+    payload["Io"] = {"AllowToCharge": int(own.charge_current > 0), "AllowToDischarge": int(own.discharge_current > 0)}
+    payload["Alarms"] = {name: int(level) for name, level in sorted(own.alarms.items())}
     return payload
 
 
-class VictronPublisher:
-    """Sends the bank and unit payloads, at most once a second per topic."""
+def last_word(payload: Payload, reason: str, discharge_current: Optional[float] = None) -> Payload:
+    """The message that stops charging, from the last message sent on the topic.
 
-    def __init__(self, publish: Callable[[str, str], bool], topic_base: str, per_battery: bool) -> None:
+    Keeps what the driver requires (the last voltage and SoC, power 0: no flow is
+    claimed) and the ratings; ``MaxChargeCurrent`` 0, ``MaxChargeVoltage`` at most the
+    last pack voltage, the BMS-cable alarm; discharge at ``discharge_current``
+    (default: as last sent).  Every measured value is left out (the publisher
+    turns it into null).
+    """
+    info = dict(payload.get("Info") or {})
+    voltage = payload["Dc"]["Voltage"]
+    cvl = info.get("MaxChargeVoltage")
+    info["MaxChargeVoltage"] = math.floor(min(cvl, voltage) * 100) / 100.0 if cvl is not None else \
+        math.floor(voltage * 100) / 100.0
+    info["MaxChargeCurrent"] = 0.0
+    if discharge_current is not None:
+        info["MaxDischargeCurrent"] = round(discharge_current, 1)
+    info.setdefault("MaxDischargeCurrent", 0.0)
+    info["ChargeMode"] = LAST_WORD_MODE
+    info["ChargeLimitation"] = reason
+    info["DischargeLimitation"] = reason if info["MaxDischargeCurrent"] == 0 else \
+        "%s; discharge as last allowed" % reason
+    system = payload.get("System") or {}
+    modules = system.get("NrOfModulesOnline", 0) + system.get("NrOfModulesOffline", 0)
+    alarms = dict(payload.get("Alarms") or {})
+    alarms["BmsCable"] = 2
+    word: Payload = {
+        "Dc": {"Power": 0.0, "Voltage": voltage},
+        "Soc": payload["Soc"],
+        "InstalledCapacity": payload.get("InstalledCapacity"),
+        "Info": info,
+        "Io": {"AllowToCharge": 0, "AllowToDischarge": int(info["MaxDischargeCurrent"] > 0)},
+        "Alarms": alarms,
+        "System": {"NrOfModulesOnline": 0, "NrOfModulesOffline": modules, "NrOfModulesBlockingCharge": modules,
+                   "NrOfModulesBlockingDischarge": 0 if info["MaxDischargeCurrent"] > 0 else modules,
+                   "NrOfCellsPerBattery": system.get("NrOfCellsPerBattery")},
+    }
+    return word
+
+
+def _leaves(payload: Payload, prefix: Tuple[str, ...] = ()) -> Iterator[Tuple[Tuple[str, ...], Any]]:
+    for key, value in payload.items():
+        if isinstance(value, dict):
+            yield from _leaves(value, prefix + (key,))
+        else:
+            yield prefix + (key,), value
+
+
+def _set(payload: Payload, path: Tuple[str, ...], value: Any) -> None:
+    for key in path[:-1]:
+        payload = payload.setdefault(key, {})
+    payload[path[-1]] = value
+
+
+def with_unknowns(payload: Payload, known: Set[Tuple[str, ...]]) -> Payload:
+    """``payload`` plus ``null`` for every path in ``known`` it no longer has; ``known`` grows by its paths."""
+    out = json.loads(json.dumps(payload))
+    present = set()
+    for path, value in _leaves(payload):
+        present.add(path)
+        if value is not None:
+            known.add(path)
+    for path in sorted(known - present):
+        if path not in REQUIRED:
+            _set(out, path, None)
+    return out
+
+
+def _will_differs(old: Optional[Payload], new: Payload) -> bool:
+    """Whether the last will must be renewed: its stop voltage or discharge limit is off."""
+    if old is None:
+        return True
+    old_info, new_info = old["Info"], new["Info"]
+    if (old_info["MaxDischargeCurrent"] > 0) != (new_info["MaxDischargeCurrent"] > 0):
+        return True
+    if abs(old_info["MaxDischargeCurrent"] - new_info["MaxDischargeCurrent"]) > \
+            0.1 * max(old_info["MaxDischargeCurrent"], 1.0):
+        return True
+    # a will above the pack no longer stops a charger that follows only the voltage
+    return old_info["MaxChargeVoltage"] - new_info["MaxChargeVoltage"] > 0.2 or \
+        new_info["MaxChargeVoltage"] - old_info["MaxChargeVoltage"] > 1.0
+
+
+class VictronPublisher:
+    """Sends the bank and unit payloads (at most once a second per topic) and the last word.
+
+    ``publish(topic, payload, last_word)`` sends one message (a last word is worth waiting for); ``set_will(topic, payload)``, when
+    given, renews the MQTT last will of the bank topic (it costs a reconnect, so it
+    is renewed only when the stop it would say has changed materially, at most once
+    a minute).  Thread-safe: the staleness watcher may send the last word while
+    the loop publishes.
+    """
+
+    WILL_RENEW_INTERVAL = 60.0
+
+    def __init__(self, publish: Publish, topic_base: str, per_battery: bool,
+                 set_will: Optional[Callable[[str, str], None]] = None) -> None:
         self._publish = publish
         self._topic_base = topic_base
         self._per_battery = per_battery
+        self._set_will = set_will
+        self._lock = threading.Lock()
         self._last_sent: Dict[str, float] = {}
+        self._last_payload: Dict[str, Payload] = {}  # what each topic last carried (real data)
+        self._last_word_sent: Dict[str, Payload] = {}
+        self._known: Dict[str, Set[Tuple[str, ...]]] = {}
+        self._will: Optional[Payload] = None
+        self._will_time: Optional[float] = None
         self._missing_logged = False
 
-    def _send(self, topic: str, payload: Dict[str, Any], now: float) -> bool:
+    @property
+    def bank_topic(self) -> str:
+        return bank_topic(self._topic_base)
+
+    def _send(self, topic: str, payload: Payload, now: float, word: bool = False) -> bool:
         last = self._last_sent.get(topic)
-        if last is not None and now - last < 1.0:
+        if not word and last is not None and now - last < 1.0:
             return False
-        if self._publish(topic, json.dumps(payload, separators=(",", ":"), sort_keys=True)):
+        message = with_unknowns(payload, self._known.setdefault(topic, set()))
+        if self._publish(topic, json.dumps(message, separators=(",", ":"), sort_keys=True), word):
             self._last_sent[topic] = now
             return True
         return False
 
     def update(self, summary: BankSummary, limits: Limits, units_offline: int, cells_per_battery: Optional[int],
-               now: float) -> int:
+               now: float, energy: Optional[EnergySnapshot] = None) -> int:
         """Publish fresh data; returns the number of messages sent."""
-        sent = 0
-        bank = bank_payload(summary, limits, cells_per_battery, units_offline)
-        if bank is None:
-            if not self._missing_logged:
-                logger.warning("Victron: bank voltage, power or SoC unknown; not publishing %s", bank_topic(self._topic_base))
-                self._missing_logged = True
-        else:
-            self._missing_logged = False
-            sent += self._send(bank_topic(self._topic_base), bank, now)
-        if self._per_battery:
-            for unit in summary.units:
-                payload = unit_payload(unit, limits, summary.units_online, with_cells=True)
-                if payload is not None:
-                    sent += self._send(battery_topic(self._topic_base, unit.address), payload, now)
-        return sent
+        with self._lock:
+            sent = 0
+            bank = bank_payload(summary, limits, cells_per_battery, units_offline,
+                                energy.bank if energy is not None else None)
+            if bank is None:
+                if not self._missing_logged:
+                    logger.warning("Victron: bank voltage, power or SoC unknown; not publishing %s", self.bank_topic)
+                    self._missing_logged = True
+            else:
+                self._missing_logged = False
+                if self._send(self.bank_topic, bank, now):
+                    sent += 1
+                    self._remember(self.bank_topic, bank)
+                    self._renew_will(bank, limits.discharge_current, now)
+            if self._per_battery:
+                for unit in summary.units:
+                    payload = unit_payload(unit, limits, energy.unit(unit.address) if energy is not None else None)
+                    topic = battery_topic(self._topic_base, unit.address)
+                    if payload is not None and self._send(topic, payload, now):
+                        sent += 1
+                        self._remember(topic, payload)
+            return sent
+
+    def _remember(self, topic: str, payload: Payload) -> None:
+        self._last_payload[topic] = payload
+        self._last_word_sent.pop(topic, None)
+
+    def last_word(self, reason: str, now: float, discharge_current: Optional[float] = None) -> int:
+        """Tell every topic that had data to stop charging (once per distinct word); returns messages sent."""
+        with self._lock:
+            sent = 0
+            for topic, payload in sorted(self._last_payload.items()):
+                word = last_word(payload, reason, discharge_current if topic == self.bank_topic else None)
+                if self._last_word_sent.get(topic) == word:
+                    continue
+                if self._send(topic, word, now, word=True):
+                    self._last_word_sent[topic] = word
+                    sent += 1
+            return sent
+
+    def _renew_will(self, bank: Payload, discharge_current: float, now: float) -> None:
+        if self._set_will is None:
+            return
+        will = last_word(bank, "extra200tomqtt is gone (MQTT last will)", discharge_current)
+        due = self._will_time is None or now - self._will_time >= self.WILL_RENEW_INTERVAL
+        if self._will is None or (due and _will_differs(self._will, will)):
+            message = with_unknowns(will, set(self._known.get(self.bank_topic, set())))
+            self._set_will(self.bank_topic, json.dumps(message, separators=(",", ":"), sort_keys=True))
+            self._will = will
+            self._will_time = now

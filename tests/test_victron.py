@@ -1,11 +1,14 @@
 """Bank figures and the dbus-mqtt-battery payloads built from them."""
 
+import json
+
 from dataclasses import dataclass, field
 from typing import Dict, Optional
 
 from extra200.derive import cell_id, summarize_bank
 from extra200.model import Bank, Battery, CellRow, CellTable, DeviceInfo, PowerDetail, PowerRow, Statistics
-from extra200.victron import VictronPublisher, bank_payload, unit_payload
+from extra200.energy import EnergySnapshot, EnergyTotals
+from extra200.victron import VictronPublisher, bank_payload, last_word, unit_payload
 from victron_schema import problems
 
 
@@ -22,6 +25,18 @@ class FixedLimits:
     voltage_reason: str = "bulk"
     alarms: Dict[str, int] = field(default_factory=lambda: {"HighVoltage": 0, "LowVoltage": 0})
     battery_low_voltage: Optional[float] = 43.5
+    units: Dict[int, "OwnLimits"] = field(default_factory=dict)
+
+
+@dataclass
+class OwnLimits:
+    charge_current: float = 25.0
+    discharge_current: float = 25.0
+    blocks_charge: bool = False
+    blocks_discharge: bool = False
+    charge_reason: str = "configured maximum"
+    discharge_reason: str = "configured maximum"
+    alarms: Dict[str, int] = field(default_factory=lambda: {"HighCellVoltage": 0})
 
 
 def _unit(address, volts, amps, soc, capacity, cell_low, cell_high, low_id=None, high_id=None, cells=None):
@@ -104,27 +119,105 @@ def test_bank_payload_exact():
     assert "Voltages" not in payload  # cells of several units never go in one list
 
 
-def test_unit_payload_has_cells_and_its_share_of_the_limits():
+def test_unit_payload_has_cells_and_its_own_limits_and_alarms():
     summary = summarize_bank(_bank())
     unit2 = summary.units[1]
-    payload = unit_payload(unit2, FixedLimits(), summary.units_online, with_cells=True)
+    limits = FixedLimits(charge_current=0.0, allow_charge=False, alarms={"HighCellVoltage": 2},
+                         units={1: OwnLimits(), 2: OwnLimits(charge_current=0.0, blocks_charge=True,
+                                                             alarms={"HighCellVoltage": 2})})
+    payload = unit_payload(unit2, limits, EnergyTotals(1.5, 0.25))
     assert problems(payload) == []
-    assert payload["Voltages"]["Cell7"] == 3.29 and len(payload["Voltages"]) == 15
-    assert payload["Info"]["MaxChargeCurrent"] == 37.5
+    assert payload["Voltages"]["Cell7"] == 3.29 and payload["Voltages"]["Sum"] == round(sum(unit2.cell_voltages), 3)
+    assert payload["Voltages"]["Diff"] == 0.04
+    assert payload["Balances"]["Cell4"] == 1 and payload["Balances"]["Cell1"] == 0
+    assert payload["Info"]["MaxChargeCurrent"] == 0.0 and payload["Alarms"] == {"HighCellVoltage": 2}
+    assert payload["System"]["NrOfModulesBlockingCharge"] == 1
+    assert payload["History"]["ChargedEnergy"] == 1.5 and payload["History"]["DischargedEnergy"] == 0.25
     assert payload["Soc"] == 40.0
+    # unit 1 carries its own clear alarms and full limit, not the bank's stop caused by unit 2
+    unit1 = unit_payload(summary.units[0], limits)
+    assert unit1["Alarms"] == {"HighCellVoltage": 0}
+    assert unit1["Info"]["MaxChargeCurrent"] == 25.0 and unit1["Io"]["AllowToCharge"] == 1
+    assert unit1["System"]["NrOfModulesBlockingCharge"] == 0
+    # without its own limits a unit borrows nothing from the bank
+    assert "Info" not in unit_payload(unit2, FixedLimits()) and "Alarms" not in unit_payload(unit2, FixedLimits())
 
 
-def test_stop_charging_is_expressed_as_zero_current():
-    limits = FixedLimits(charge_current=0.0, allow_charge=False)
+def test_blocking_modules_are_counted_from_each_units_own_stop():
+    limits = FixedLimits(charge_current=0.0, allow_charge=False,
+                         units={1: OwnLimits(), 2: OwnLimits(charge_current=0.0, blocks_charge=True)})
     payload = bank_payload(summarize_bank(_bank()), limits, 15, 0)
     assert payload["Info"]["MaxChargeCurrent"] == 0.0
     assert payload["Io"]["AllowToCharge"] == 0
-    assert payload["System"]["NrOfModulesBlockingCharge"] == 2
+    assert payload["System"]["NrOfModulesBlockingCharge"] == 1
+    assert payload["System"]["NrOfModulesBlockingDischarge"] == 0
+
+
+def test_time_to_go_and_energy_on_the_bank():
+    bank = _bank()
+    bank.batteries[1].row = PowerRow(address=1, present=True, voltage=49.8, current=-20.0, soc=80.0)
+    summary = summarize_bank(bank)
+    payload = bank_payload(summary, FixedLimits(), 15, 0, EnergyTotals(12.3456, 7.0))
+    assert problems(payload) == []
+    assert summary.current == -24.0 and summary.remaining == 80.0
+    assert payload["TimeToGo"] == 12000  # 80 Ah / 24 A = 3 h 20 min
+    assert payload["History"] == {"ChargeCycles": 200, "ChargedEnergy": 12.346, "DischargedEnergy": 7.0}
+    charging = bank_payload(summarize_bank(_bank()), FixedLimits(), 15, 0)
+    assert charging["TimeToGo"] is None  # not discharging: no time to go, and the driver derives none
+
+
+def test_a_value_that_becomes_unknown_is_sent_as_null():
+    sent = []
+    publisher = VictronPublisher(lambda t, p, w: sent.append((t, json.loads(p))) or True, "base", per_battery=True)
+    bank = _bank()
+    publisher.update(summarize_bank(bank), FixedLimits(), 0, 15, now=10.0)
+    before = dict(sent)["base/battery_1"]
+    assert before["System"]["MOSTemperature"] is None and before["Soh"] == 99.0
+    bank.batteries[1].row = PowerRow(address=1, present=True, voltage=49.8, current=10.0, soc=80.0)
+    bank.batteries[1].stats = None
+    sent.clear()
+    publisher.update(summarize_bank(bank), FixedLimits(), 0, 15, now=12.0)
+    after = dict(sent)["base/battery_1"]
+    assert problems(after) == []
+    assert after["Soh"] is None and after["Dc"]["Temperature"] is None
+    assert after["System"]["MinCellTemperature"] is None and after["System"]["MinTemperatureCellId"] is None
+    assert after["Dc"]["Voltage"] == 49.8  # required paths are never null
+
+
+def test_last_word_stops_charging_and_keeps_what_the_driver_requires():
+    payload = bank_payload(summarize_bank(_bank()), FixedLimits(charge_voltage=52.4), 15, 0)
+    word = last_word(payload, "no data", discharge_current=30.0)
+    assert problems(word) == []
+    assert word["Info"]["MaxChargeCurrent"] == 0.0
+    assert word["Info"]["MaxChargeVoltage"] == 49.7  # the pack's voltage, below the CVL: solar stops too
+    assert word["Info"]["MaxDischargeCurrent"] == 30.0 and word["Io"] == {"AllowToCharge": 0, "AllowToDischarge": 1}
+    assert word["Alarms"]["BmsCable"] == 2
+    assert word["Dc"] == {"Power": 0.0, "Voltage": 49.7} and word["Soc"] == payload["Soc"]
+    assert word["System"]["NrOfModulesOnline"] == 0 and word["System"]["NrOfModulesBlockingCharge"] == 2
+    assert last_word(payload, "gone")["Info"]["MaxDischargeCurrent"] == 90.0  # as last allowed
+
+
+def test_publisher_says_the_last_word_once_on_every_topic_with_nulls():
+    sent = []
+    wills = []
+    publisher = VictronPublisher(lambda t, p, w: sent.append((t, json.loads(p), w)) or True, "base",
+                                 per_battery=True, set_will=lambda t, p: wills.append((t, json.loads(p))))
+    publisher.update(summarize_bank(_bank()), FixedLimits(), 0, 15, now=10.0)
+    assert [t for t, _ in wills] == ["base/pylon"] and wills[0][1]["Info"]["MaxChargeCurrent"] == 0.0
+    assert wills[0][1]["System"]["MinCellVoltage"] is None  # the will invalidates what it cannot know
+    sent.clear()
+    assert publisher.last_word("stale", now=10.2, discharge_current=0.0) == 3  # no 1 s wait for a last word
+    assert all(w for _, _, w in sent)
+    bank = dict((t, p) for t, p, _ in sent)["base/pylon"]
+    assert problems(bank) == [] and bank["Info"]["MaxDischargeCurrent"] == 0.0
+    assert bank["System"]["MinCellVoltage"] is None and bank["Dc"]["Current"] is None
+    assert publisher.last_word("stale", now=11.0, discharge_current=0.0) == 0  # said already
+    assert publisher.last_word("stale", now=11.0, discharge_current=5.0) == 1  # the bank's word changed
 
 
 def test_publisher_sends_at_most_once_a_second_per_topic():
     sent = []
-    publisher = VictronPublisher(lambda t, p: sent.append(t) or True, "base", per_battery=True)
+    publisher = VictronPublisher(lambda t, p, w: sent.append(t) or True, "base", per_battery=True)
     summary = summarize_bank(_bank())
     assert publisher.update(summary, FixedLimits(), 0, 15, now=10.0) == 3
     assert publisher.update(summary, FixedLimits(), 0, 15, now=10.5) == 0

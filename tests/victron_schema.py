@@ -2,8 +2,9 @@
 
 Written from the driver facts in ../shared/docs/victron-dbus-mqtt-battery.md:
 the key table, numbers only on numeric paths (0/1 for flags, never JSON
-booleans, strings only on the ``_s`` paths, no null from us), Dc.Power,
-Dc.Voltage and Soc required, at most 24 cells.
+booleans, strings only on the ``_s`` paths), null (invalidate) anywhere but on
+Dc.Power, Dc.Voltage and Soc, which are required and break the driver as null;
+at most 24 cells; History paths added in the driver's table.
 """
 
 from typing import Any, Dict, List
@@ -21,6 +22,7 @@ NUMERIC_PATHS = {
     "Info/MaxChargeVoltage", "Info/MaxChargeCurrent", "Info/MaxDischargeCurrent", "Info/MaxChargeCellVoltage",
     "Info/BatteryLowVoltage", "Info/ChargeRequest",
     "History/ChargeCycles", "History/MinimumVoltage", "History/MaximumVoltage", "History/TotalAhDrawn",
+    "History/ChargedEnergy", "History/DischargedEnergy",
     "System/MinCellVoltage", "System/MaxCellVoltage", "System/MinCellTemperature", "System/MaxCellTemperature",
     "System/MOSTemperature", "System/NrOfCellsPerBattery", "System/NrOfModulesOnline",
     "System/NrOfModulesOffline", "System/NrOfModulesBlockingCharge", "System/NrOfModulesBlockingDischarge",
@@ -35,6 +37,10 @@ NUMERIC_PATHS = {
 } | {"Voltages/Cell%d" % i for i in range(1, 25)} | {"Balances/Cell%d" % i for i in range(1, 25)} \
   | {"System/Temperature%d" % i for i in range(1, 5)}
 
+# Null would break the driver (the first three) or make the battery no BMS for DVCC (the limits).
+REQUIRED_PATHS = {"Dc/Power", "Dc/Voltage", "Soc", "Info/MaxChargeVoltage", "Info/MaxChargeCurrent",
+                  "Info/MaxDischargeCurrent"}
+
 FLAG_PATHS = {"Io/AllowToCharge", "Io/AllowToDischarge", "Balancing"} | {"Balances/Cell%d" % i for i in range(1, 25)}
 
 
@@ -46,6 +52,12 @@ def problems(payload: Dict[str, Any]) -> List[str]:
     if "Soc" not in payload:
         found.append("Soc is required")
     for path, value in _leaves(payload):
+        if value is None:
+            if path in REQUIRED_PATHS:
+                found.append("%s must never be null (the driver's update loop dies on it)" % path)
+            elif path not in STRING_PATHS and path not in NUMERIC_PATHS:
+                found.append("%s is not a path of the driver" % path)
+            continue
         if path in STRING_PATHS:
             if not isinstance(value, str):
                 found.append("%s must be a string, got %r" % (path, value))

@@ -1,0 +1,178 @@
+"""Cross-checks: which console values may be believed (pure; no I/O, no clock).
+
+The console has no checksum.  The parser refuses most line damage (a lost
+character moves a column, a garbled word is not a known word), but a digit
+turned into another digit still parses.  A value that reaches the GX, or
+changes a charge decision, must therefore be confirmed first:
+
+* **by a second read**: every reply that feeds a published value is read
+  twice and accepted only where the two parsed records agree exactly (a third
+  read breaks a tie); ``pwr`` rows are voted one unit at a time, so one
+  changing unit does not hold back the others.  Two independent corruptions
+  that agree are as good as impossible, and nothing waits for the next poll;
+* **by agreement between commands**: a unit's ``pwr`` row and its ``bat``
+  table describe the same cells; extremes that contradict the table are not
+  believed (nor is the table) until a fresh table agrees;
+* **by physics**: a temperature that jumps further than a battery can heat or
+  cool between two polls is held back for one poll and believed when the next
+  poll confirms it (so a real fault is late by one poll at most).
+
+A value that is not believed is *unknown* (``None``) for that poll: it is not
+published (the Victron output sends ``null``, the driver shows it invalid)
+and charge control treats it as a vanished reading, never as a number.
+"""
+
+import dataclasses
+from typing import Callable, Dict, Hashable, List, Optional, Sequence, Tuple, TypeVar
+
+from .model import CellTable, PowerRow
+
+T = TypeVar("T")
+
+# A row's identity without the unit's clock, which ticks between two reads.
+_UNCOMPARED_ROW_FIELDS = ("time",)
+
+# How far a cell voltage printed in the pwr row may be from the cell table (V).  The table
+# may be up to a minute older than the row, so the cells may have moved under current;
+# a corrupted digit in the first two places moves a value by 0.1 V or more.
+CELL_VOLTAGE_TOLERANCE = 0.08
+CELL_TEMPERATURE_TOLERANCE = 3.0  # °C, same reasoning
+# The fastest a pack's temperature changes between polls, in °C: a cell or BMS sensor
+# under the hardest use moves well under a degree per second; a MOSFET faster.
+TEMPERATURE_STEP = 5.0
+TEMPERATURE_RATE = 1.0  # °C per second between polls, on top of the step
+MOSFET_STEP = 15.0
+SOC_STEP = 10.0  # %: a BMS may re-calibrate SoC at full or empty, but not by more in one poll
+
+_ROW_EXTREMES = ("cell_voltage_low", "cell_voltage_high", "cell_voltage_low_id", "cell_voltage_high_id")
+_ROW_TEMP_EXTREMES = ("cell_temp_low", "cell_temp_high", "cell_temp_low_id", "cell_temp_high_id")
+
+
+def row_key(row: PowerRow) -> PowerRow:
+    """What two reads of one ``pwr`` row must agree on."""
+    return dataclasses.replace(row, **{name: None for name in _UNCOMPARED_ROW_FIELDS})
+
+
+def agreed(reads: Sequence[T], key: Callable[[T], Hashable] = lambda value: value) -> Optional[T]:
+    """The latest read that an earlier read agrees with exactly, or None while no two agree."""
+    for i in range(len(reads) - 1, 0, -1):
+        for j in range(i):
+            if key(reads[i]) == key(reads[j]):
+                return reads[i]
+    return None
+
+
+def agreed_rows(reads: Sequence[Sequence[PowerRow]]) -> Tuple[Dict[int, PowerRow], List[int]]:
+    """Vote the ``pwr`` table row by row: (the confirmed row of each unit, the units not confirmed).
+
+    A unit counts when its row of the latest read agrees with the same unit's row of an
+    earlier read; the units are those of the latest read.
+    """
+    confirmed: Dict[int, PowerRow] = {}
+    unconfirmed: List[int] = []
+    if not reads:
+        return confirmed, unconfirmed
+    by_read = [{row.address: row for row in rows} for rows in reads]
+    for address in by_read[-1]:
+        versions = [rows[address] for rows in by_read if address in rows]
+        row = agreed(versions, row_key)
+        if row is None:
+            unconfirmed.append(address)
+        else:
+            confirmed[address] = row
+    return confirmed, unconfirmed
+
+
+def unknown_row(address: int) -> PowerRow:
+    """A present unit whose values could not be confirmed this poll: every value unknown."""
+    return PowerRow(address=address, present=True)
+
+
+def _without(row: PowerRow, names: Sequence[str]) -> PowerRow:
+    return dataclasses.replace(row, **{name: None for name in names})
+
+
+def table_contradiction(row: PowerRow, table: Optional[CellTable]) -> Optional[str]:
+    """Why the row's cell extremes and the unit's cell table cannot both be right, or None."""
+    if table is None or not table.cells:
+        return None
+    volts = [c.voltage for c in table.cells]
+    if row.cell_voltage_low is not None and row.cell_voltage_high is not None and None not in volts:
+        known = [v for v in volts if v is not None]
+        low, high = min(known), max(known)
+        if abs(row.cell_voltage_low - low) > CELL_VOLTAGE_TOLERANCE or \
+                abs(row.cell_voltage_high - high) > CELL_VOLTAGE_TOLERANCE:
+            return "pwr shows cells %.3f-%.3f V, bat %d shows %.3f-%.3f V" % (
+                row.cell_voltage_low, row.cell_voltage_high, row.address, low, high)
+    temps = [c.temperature for c in table.cells if c.temperature is not None]
+    if row.cell_temp_low is not None and row.cell_temp_high is not None and temps:
+        if row.cell_temp_low < min(temps) - CELL_TEMPERATURE_TOLERANCE or \
+                row.cell_temp_high > max(temps) + CELL_TEMPERATURE_TOLERANCE:
+            return "pwr shows cells at %.1f-%.1f °C, bat %d shows %.1f-%.1f °C" % (
+                row.cell_temp_low, row.cell_temp_high, row.address, min(temps), max(temps))
+    return None
+
+
+def without_cell_extremes(row: PowerRow) -> PowerRow:
+    """The row with its cell extremes unknown (they contradict the cell table)."""
+    return _without(row, _ROW_EXTREMES + _ROW_TEMP_EXTREMES)
+
+
+@dataclasses.dataclass
+class _Held:
+    value: float
+    polls: int  # polls in a row that showed a value near ``value``
+
+
+class JumpGuard:
+    """Holds back a value that jumps further than physics allows, until the next poll confirms it.
+
+    ``check(address, row, seconds)`` returns the row with each implausible value
+    unknown.  A held value is believed once a later poll shows it again (within
+    the allowed step of the held value), or once the old level comes back.
+    """
+
+    def __init__(self) -> None:
+        self._accepted: Dict[Tuple[int, str], float] = {}
+        self._held: Dict[Tuple[int, str], _Held] = {}
+
+    @staticmethod
+    def _limit(name: str, seconds: float) -> float:
+        if name == "soc":
+            return SOC_STEP
+        step = MOSFET_STEP if name == "mos_temperature" else TEMPERATURE_STEP
+        return step + TEMPERATURE_RATE * max(seconds, 0.0)
+
+    FIELDS = ("temperature", "cell_temp_low", "cell_temp_high", "mos_temperature", "soc")
+
+    def check(self, row: PowerRow, seconds: float) -> Tuple[PowerRow, List[str]]:
+        """(the row with held values unknown, a description of each held value)."""
+        held: Dict[str, None] = {}
+        notes: List[str] = []
+        for name in self.FIELDS:
+            value = getattr(row, name)
+            key = (row.address, name)
+            if value is None:
+                continue  # a vanished reading is not a jump; the last accepted level stays for comparison
+            limit = self._limit(name, seconds)
+            last = self._accepted.get(key)
+            pending = self._held.pop(key, None)
+            if last is None or abs(value - last) <= limit or (pending is not None and abs(value - pending.value) <= limit):
+                self._accepted[key] = value
+                continue
+            self._held[key] = _Held(value, 1)
+            held[name] = None
+            notes.append("%s of battery %d jumped from %s to %s" % (name.replace("_", " "), row.address, last, value))
+        if held:
+            row = dataclasses.replace(row, **held)
+            if "cell_temp_low" in held or "cell_temp_high" in held:
+                row = dataclasses.replace(row, cell_temp_low=None, cell_temp_high=None,
+                                          cell_temp_low_id=None, cell_temp_high_id=None)
+        return row, notes
+
+    def forget(self, address: int) -> None:
+        """A unit that left the bank starts afresh when it comes back."""
+        for key in [k for k in self._accepted if k[0] == address]:
+            del self._accepted[key]
+        for key in [k for k in self._held if k[0] == address]:
+            del self._held[key]
