@@ -138,6 +138,7 @@ class MqttLink:
         """
         if self._with_availability:
             raise ValueError("the availability topic is this link's last will")
+        (logger.info if self._will is None else logger.debug)("MQTT: renewing the last will on %s", topic)
         self._will = (topic, payload)
         if self._client is not None:
             threading.Thread(target=self._renew_will, name="mqtt-will", daemon=True).start()
