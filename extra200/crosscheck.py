@@ -11,8 +11,9 @@ changes a charge decision, must therefore be confirmed first:
   changing unit does not hold back the others.  Two independent corruptions
   that agree are as good as impossible, and nothing waits for the next poll;
 * **by agreement between commands**: a unit's ``pwr`` row and its ``bat``
-  table describe the same cells; extremes that contradict the table are not
-  believed (nor is the table) until a fresh table agrees;
+  table describe the same cells; when the row's cell voltage extremes
+  contradict the table, the table is read again at once, and extremes that
+  contradict a fresh table are not believed (nor is the table);
 * **by physics**: a temperature that jumps further than a battery can heat or
   cool between two polls is held back for one poll and believed when the next
   poll confirms it (so a real fault is late by one poll at most).
@@ -36,7 +37,6 @@ _UNCOMPARED_ROW_FIELDS = ("time",)
 # may be up to a minute older than the row, so the cells may have moved under current;
 # a corrupted digit in the first two places moves a value by 0.1 V or more.
 CELL_VOLTAGE_TOLERANCE = 0.08
-CELL_TEMPERATURE_TOLERANCE = 3.0  # °C, same reasoning
 # The fastest a pack's temperature changes between polls, in °C: a cell or BMS sensor
 # under the hardest use moves well under a degree per second; a MOSFET faster.
 TEMPERATURE_STEP = 5.0
@@ -45,7 +45,6 @@ MOSFET_STEP = 15.0
 SOC_STEP = 10.0  # %: a BMS may re-calibrate SoC at full or empty, but not by more in one poll
 
 _ROW_EXTREMES = ("cell_voltage_low", "cell_voltage_high", "cell_voltage_low_id", "cell_voltage_high_id")
-_ROW_TEMP_EXTREMES = ("cell_temp_low", "cell_temp_high", "cell_temp_low_id", "cell_temp_high_id")
 
 
 def row_key(row: PowerRow) -> PowerRow:
@@ -104,18 +103,12 @@ def table_contradiction(row: PowerRow, table: Optional[CellTable]) -> Optional[s
                 abs(row.cell_voltage_high - high) > CELL_VOLTAGE_TOLERANCE:
             return "pwr shows cells %.3f-%.3f V, bat %d shows %.3f-%.3f V" % (
                 row.cell_voltage_low, row.cell_voltage_high, row.address, low, high)
-    temps = [c.temperature for c in table.cells if c.temperature is not None]
-    if row.cell_temp_low is not None and row.cell_temp_high is not None and temps:
-        if row.cell_temp_low < min(temps) - CELL_TEMPERATURE_TOLERANCE or \
-                row.cell_temp_high > max(temps) + CELL_TEMPERATURE_TOLERANCE:
-            return "pwr shows cells at %.1f-%.1f °C, bat %d shows %.1f-%.1f °C" % (
-                row.cell_temp_low, row.cell_temp_high, row.address, min(temps), max(temps))
     return None
 
 
 def without_cell_extremes(row: PowerRow) -> PowerRow:
-    """The row with its cell extremes unknown (they contradict the cell table)."""
-    return _without(row, _ROW_EXTREMES + _ROW_TEMP_EXTREMES)
+    """The row with its cell voltage extremes unknown (they contradict the cell table)."""
+    return _without(row, _ROW_EXTREMES)
 
 
 @dataclasses.dataclass

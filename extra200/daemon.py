@@ -22,14 +22,15 @@ the Victron topics get the last word; if the process dies, the Victron link's
 MQTT last will says it.
 """
 
+import dataclasses
 import json
 import logging
 import os
+import shutil
 import sys
 import tempfile
 import threading
 import time
-import dataclasses
 from dataclasses import dataclass
 from typing import Any, Callable, Dict, List, Optional, Set
 
@@ -185,6 +186,8 @@ class Daemon:
                 link.stop(timeout=1.0)
         if self.database is not None:
             self.database.stop(timeout=1.0)
+        if self.dry_run:
+            shutil.rmtree(self.config.state_dir, ignore_errors=True)  # the temporary one
         if self.events is not None:
             self.events.close()
         self.console.close()

@@ -201,6 +201,8 @@ def summarize_bank(bank: Bank) -> BankSummary:
     powers = [u.power for u in units]
     caps = [u.capacity for u in units]
     remaining = [u.remaining for u in units]
+    cycles = [u.cycle_count for u in units]
+    sohs = [u.soh for u in units]
     return BankSummary(
         units=units,
         voltage=round(_mean(voltages), 3) if voltages and len(voltages) == len(units) else None,
@@ -216,8 +218,9 @@ def summarize_bank(bank: Bank) -> BankSummary:
         cell_temp_max=_pick((u.cell_temp_max for u in units), highest=True),
         mos_temperature=max(_known(u.mos_temperature for u in units), default=None),
         balancing=any(u.balancing for u in units) if any(u.balancing is not None for u in units) else None,
-        cycle_count=max((u.cycle_count for u in units if u.cycle_count is not None), default=None),
-        soh=min(_known(u.soh for u in units), default=None),
+        # a bank figure from some of the units would be wrong, not merely less precise
+        cycle_count=max(c for c in cycles if c is not None) if units and None not in cycles else None,
+        soh=min(h for h in sohs if h is not None) if units and None not in sohs else None,
     )
 
 

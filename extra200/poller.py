@@ -241,7 +241,21 @@ class BankReader:
                     and battery.detail is not None:
                 battery.row = _row_from_detail(row, battery.detail)
         self._present = present
+        self._recheck_cells(now)
         return self.bank()
+
+    def _recheck_cells(self, now: float) -> None:
+        """Read again at once the cell table of a unit whose row contradicts it: one of the two is
+        wrong, and a fresh table decides (a real change is then believed in this very poll)."""
+        for address in self._present:
+            battery = self.batteries[address]
+            if battery.row is not None and battery.cells_time is not None and \
+                    table_contradiction(battery.row, battery.cells) is not None:
+                try:
+                    self._read_cells_of(address)
+                except ConsoleError as exc:
+                    logger.debug("re-reading the cells of %d: %s", address, exc)
+                    return
 
     def read_more(self, full: bool = False, deadline: Optional[float] = None) -> None:
         """Phase 2: details, identity and cells for the next polls, until ``deadline`` (monotonic).
@@ -289,8 +303,9 @@ class BankReader:
         row = battery.row
         if row is None:
             return battery
-        if row.cell_voltage_low is None and battery.cells is not None and battery.cells_time is not None and \
-                battery.row_time is not None and battery.row_time - battery.cells_time <= self._serial.stale_after:
+        if "pwr" in self.rejected and row != unknown_row(row.address) and battery.cells is not None and \
+                battery.cells_time is not None and battery.row_time is not None and \
+                battery.row_time - battery.cells_time <= self._serial.stale_after:
             row = _row_with_cell_extremes(row, battery.cells)  # pwr N only: the extremes come from the cells
         why = table_contradiction(row, battery.cells)
         if why is None:
@@ -348,13 +363,15 @@ class BankReader:
         for address in due:
             if self._past(deadline):
                 return
-            info = self.batteries[address].info
-            cells = info.cell_count if info is not None else None
-            table = self._ask("bat %d" % address, lambda text, a=address, n=cells: parse_cell_table(text, a, n))
-            if table is not None:
-                battery = self.batteries[address]
-                battery.cells = table
-                battery.cells_time = self._clock()
+            self._read_cells_of(address)
+
+    def _read_cells_of(self, address: int) -> None:
+        battery = self.batteries[address]
+        cells = battery.info.cell_count if battery.info is not None else None
+        table = self._ask("bat %d" % address, lambda text, a=address, n=cells: parse_cell_table(text, a, n))
+        if table is not None:
+            battery.cells = table
+            battery.cells_time = self._clock()
 
     def _read_identity(self, present: List[int], full: bool, now: float, deadline: Optional[float]) -> None:
         interval = self._serial.info_interval
@@ -429,13 +446,16 @@ def _row_with_cell_extremes(row: PowerRow, table: Optional[CellTable]) -> PowerR
     temps = [(c.temperature, c.index) for c in table.cells if c.temperature is not None]
     if len(volts) != len(table.cells):
         return row  # an incomplete table proves nothing about the extremes
+    def highest(pairs: List[Tuple[float, int]]) -> Tuple[float, int]:
+        return max(pairs, key=lambda pair: (pair[0], -pair[1]))  # the first cell of a tie, as min() picks
+
     fill = {
         "cell_voltage_low": min(volts)[0], "cell_voltage_low_id": min(volts)[1],
-        "cell_voltage_high": max(volts)[0], "cell_voltage_high_id": max(volts)[1],
+        "cell_voltage_high": highest(volts)[0], "cell_voltage_high_id": highest(volts)[1],
     }
     if temps and len(temps) == len(table.cells):
         fill.update({"cell_temp_low": min(temps)[0], "cell_temp_low_id": min(temps)[1],
-                     "cell_temp_high": max(temps)[0], "cell_temp_high_id": max(temps)[1]})
+                     "cell_temp_high": highest(temps)[0], "cell_temp_high_id": highest(temps)[1]})
     return dataclasses.replace(row, **fill)
 
 

@@ -304,10 +304,10 @@ def _will_differs(old: Optional[Payload], new: Payload) -> bool:
 class VictronPublisher:
     """Sends the bank and unit payloads (at most once a second per topic) and the last word.
 
-    ``publish(topic, payload, last_word)`` sends one message (a last word is worth waiting for); ``set_will(topic, payload)``, when
-    given, renews the MQTT last will of the bank topic (it costs a reconnect, so it
-    is renewed only when the stop it would say has changed materially, at most once
-    a minute).  Thread-safe: the staleness watcher may send the last word while
+    ``publish(topic, payload, last_word)`` sends one message (a last word is worth
+    waiting for); ``set_will(topic, payload)``, when given, renews the MQTT last will
+    of the bank topic (it costs a reconnect, so it is renewed only when the stop it
+    would say has changed materially, at most once a minute).  Thread-safe: the staleness watcher may send the last word while
     the loop publishes.
     """
 

@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # Set up a virtual environment in .venv with the runtime dependencies (and, with --test,
-# the test tools and the servers the tests start: Mosquitto, MariaDB, daemontools, shellcheck).
+# the test tools and the servers the tests start: Mosquitto, MariaDB, daemontools, shellcheck, D-Bus).
 # Works on a fresh Debian / Raspberry Pi OS machine; uses sudo when not run as root.
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -20,6 +20,10 @@ if [ "$want_test" -eq 1 ]; then
   command -v systemd-analyze >/dev/null 2>&1 || packages+=(systemd)
   command -v setpriv >/dev/null 2>&1 || packages+=(util-linux)
   command -v openssl >/dev/null 2>&1 || packages+=(openssl)
+  # The real dbus-mqtt-battery driver (../shared/victron-driver) runs on Debian's D-Bus bindings.
+  command -v dbus-daemon >/dev/null 2>&1 || packages+=(dbus)
+  /usr/bin/python3 -c 'import dbus' 2>/dev/null || packages+=(python3-dbus)
+  /usr/bin/python3 -c 'import gi' 2>/dev/null || packages+=(python3-gi)
 fi
 if [ "${#packages[@]}" -gt 0 ]; then
   echo "Installing Debian packages: ${packages[*]}"

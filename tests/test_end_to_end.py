@@ -5,6 +5,7 @@ against the simulated bank's values (drift off, so they are exact).
 """
 
 import json
+import os
 import time
 
 import pytest
@@ -242,3 +243,21 @@ def test_shipped_scenarios_poll_to_valid_payloads(scenario, tmp_path):
         # a high cell and a low unit: charge and discharge stopped, with the reasons
         assert result["bank"]["Info"]["MaxChargeCurrent"] == 0 and result["bank"]["Io"]["AllowToCharge"] == 0
         assert result["bank"]["System"]["NrOfModulesOnline"] == 4
+
+
+def test_dry_run_never_touches_the_state_directory(tmp_path, simulator):
+    """--dry-run prints the Victron messages and keeps its energy counters elsewhere."""
+    config = write_config(str(tmp_path), 1, "dry")  # no broker is needed
+    state = tmp_path / "state"
+    daemon = DaemonProcess(config, simulator.path, "--dry-run").start()
+    try:
+        assert daemon.wait_log("polling", timeout=20), daemon.log()
+        deadline = time.monotonic() + 30
+        while time.monotonic() < deadline and "dry/pylon" not in (daemon.proc.stdout.readline() or ""):
+            pass
+        time.sleep(2.5)  # energy counted over a few polls
+        assert daemon.terminate() == 0
+    finally:
+        daemon.kill()
+    assert not (state / "energy.json").exists()
+    assert not state.exists() or os.listdir(str(state)) == []

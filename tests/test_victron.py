@@ -7,7 +7,7 @@ from typing import Dict, Optional
 
 from extra200.derive import cell_id, summarize_bank
 from extra200.model import Bank, Battery, CellRow, CellTable, DeviceInfo, PowerDetail, PowerRow, Statistics
-from extra200.energy import EnergySnapshot, EnergyTotals
+from extra200.energy import EnergyTotals
 from extra200.victron import VictronPublisher, bank_payload, last_word, unit_payload
 from victron_schema import problems
 

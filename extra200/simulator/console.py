@@ -22,13 +22,14 @@ Behaviour (``docs/console-protocol.md`` §3-§7):
 * the bank's fault flags add silence, wrong or lost bytes, and cut replies.
 """
 
+import dataclasses
 import logging
 import math
 import random
 import threading
 import time
 from collections import deque
-from typing import Callable, Deque, List, Optional, Sequence
+from typing import Callable, Deque, List, Optional, Sequence, Tuple
 
 from .bank import Bank, UnitSnapshot
 from .render import (
@@ -166,6 +167,8 @@ class Console:
         self._paged: Optional[_Paged] = None
         self._cut_left: Optional[int] = None  # bytes the current reply may still send
         self._input_free = 0.0
+        self._edits: List[Tuple[str, Callable[[bytes], bytes]]] = []  # (command, rewrite) for coming replies
+        self._replies_until_silent: Optional[int] = None
 
     @property
     def baud(self) -> int:
@@ -250,8 +253,33 @@ class Console:
         if not words:
             self._transmit(b"\r" + self.prompt(), respond_at, baud, reply=False)
             return
-        reply = self.command(words)
+        reply = self._edited(" ".join(words), self.command(words))
         self._start_reply(reply, respond_at, baud)
+
+    def edit_replies(self, command: str, edit: Callable[[bytes], bytes], replies: int = 1) -> None:
+        """Damage on purpose: ``edit`` rewrites the payload of the next ``replies`` replies to ``command``
+        (for example one digit changed, as line noise or a faulty BMS would), framing left intact."""
+        with self._lock:
+            self._edits.extend([(command, edit)] * replies)
+
+    def silence_after(self, replies: int) -> None:
+        """The console falls silent (``bank.set_silent``) once it has sent ``replies`` more replies:
+        for a console that dies between two commands of one poll."""
+        with self._lock:
+            self._replies_until_silent = replies
+
+    def pending_edits(self) -> int:
+        with self._lock:
+            return len(self._edits)
+
+    def _edited(self, command: str, reply: Reply) -> Reply:
+        with self._lock:
+            for i, (wanted, edit) in enumerate(self._edits):
+                if wanted == command:
+                    del self._edits[i]
+                    payload = edit(b"".join(reply.lines))
+                    return dataclasses.replace(reply, lines=tuple(payload.splitlines(keepends=True)))
+        return reply
 
     def _run_replay(self, line: bytes, text: str, words: List[str], at: float, respond_at: float, baud: int) -> None:
         assert self.replay is not None
@@ -277,6 +305,11 @@ class Console:
 
     def _start_reply(self, reply: Reply, at: float, baud: int) -> None:
         self._cut_left = self.bank.take_cut()
+        if self._replies_until_silent is not None:
+            self._replies_until_silent -= 1
+            if self._replies_until_silent <= 0:
+                self._replies_until_silent = None
+                self.bank.set_silent(True)  # this reply still goes out; nothing after it
         page = self.scenario.paging_lines or reply.page_lines
         if page and len(reply.lines) > page:
             self._paged = _Paged(reply.lines[page:], reply.tail, page)
