@@ -111,12 +111,6 @@ def without_cell_extremes(row: PowerRow) -> PowerRow:
     return _without(row, _ROW_EXTREMES)
 
 
-@dataclasses.dataclass
-class _Held:
-    value: float
-    polls: int  # polls in a row that showed a value near ``value``
-
-
 class JumpGuard:
     """Holds back a value that jumps further than physics allows, until the next poll confirms it.
 
@@ -127,7 +121,7 @@ class JumpGuard:
 
     def __init__(self) -> None:
         self._accepted: Dict[Tuple[int, str], float] = {}
-        self._held: Dict[Tuple[int, str], _Held] = {}
+        self._held: Dict[Tuple[int, str], float] = {}  # a jumped value waiting for the next poll
 
     @staticmethod
     def _limit(name: str, seconds: float) -> float:
@@ -150,10 +144,10 @@ class JumpGuard:
             limit = self._limit(name, seconds)
             last = self._accepted.get(key)
             pending = self._held.pop(key, None)
-            if last is None or abs(value - last) <= limit or (pending is not None and abs(value - pending.value) <= limit):
+            if last is None or abs(value - last) <= limit or (pending is not None and abs(value - pending) <= limit):
                 self._accepted[key] = value
                 continue
-            self._held[key] = _Held(value, 1)
+            self._held[key] = value
             held[name] = None
             notes.append("%s of battery %d jumped from %s to %s" % (name.replace("_", " "), row.address, last, value))
         if held:

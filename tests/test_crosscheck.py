@@ -37,22 +37,27 @@ def reader(monkeypatch: Any) -> Iterator[Tuple[BankReader, Any]]:
         yield reader, console._port.console  # the simulated shell behind this port
 
 
-def change_digit(row: int, column: int, digit: int = 0, to: Callable[[str], str] = lambda d: str((int(d) + 5) % 10),
-                 ) -> Callable[[bytes], bytes]:
-    """An edit that changes one digit (``digit``-th of the token, default the first) of one table cell."""
+def edit_token(row: int, column: int, rewrite: Callable[[bytes], bytes]) -> Callable[[bytes], bytes]:
+    """A reply edit that rewrites one table cell: the ``column``-th token of the line whose first token is ``row``."""
     def edit(payload: bytes) -> bytes:
         lines = payload.split(b"\n")
         for i, line in enumerate(lines):
             tokens = list(re.finditer(rb"\S+", line))
             if tokens and tokens[0].group() == str(row).encode():
                 token = tokens[column]
-                digits = [m.start() for m in re.finditer(rb"\d", token.group())]
-                at = token.start() + digits[digit]
-                old = chr(line[at])
-                lines[i] = line[:at] + to(old).encode() + line[at + 1:]
+                lines[i] = line[:token.start()] + rewrite(token.group()) + line[token.end():]
                 return b"\n".join(lines)
         raise AssertionError("row %d not in the reply" % row)
     return edit
+
+
+def change_digit(row: int, column: int, digit: int = 0, to: Callable[[str], str] = lambda d: str((int(d) + 5) % 10),
+                 ) -> Callable[[bytes], bytes]:
+    """One digit (``digit``-th of the value, default the first) of one table cell changed, width kept."""
+    def rewrite(value: bytes) -> bytes:
+        at = [m.start() for m in re.finditer(rb"\d", value)][digit]
+        return value[:at] + to(chr(value[at])).encode() + value[at + 1:]
+    return edit_token(row, column, rewrite)
 
 
 def _rows(reader: BankReader) -> List[PowerRow]:
@@ -110,7 +115,7 @@ def test_a_real_cell_voltage_change_is_believed_in_the_same_poll(reader: Tuple[B
 def test_pwr_cell_extremes_that_contradict_the_cell_table_are_not_believed(reader: Tuple[BankReader, Any]) -> None:
     """Vlow 2492 next to a cell table at 3.3 V: neither is believed until a fresh table agrees."""
     poller, shell = reader
-    shell.edit_replies("pwr", _set_token(1, PWR_COLUMNS["Vlow"], b"2492"), replies=2)
+    shell.edit_replies("pwr", edit_token(1, PWR_COLUMNS["Vlow"], lambda value: b"2492"), replies=2)
     bank = poller.read_state()
     unit = bank.batteries[1]
     assert unit.row.cell_voltage_low is None and unit.row.cell_voltage_high is None
@@ -124,20 +129,6 @@ def test_pwr_cell_extremes_that_contradict_the_cell_table_are_not_believed(reade
     # with a clean pwr table both agree again
     bank = poller.read_state()
     assert bank.batteries[1].row.cell_voltage_low == 3.316 and bank.batteries[1].cells is not None
-
-
-def _set_token(row: int, column: int, value: bytes) -> Callable[[bytes], bytes]:
-    def edit(payload: bytes) -> bytes:
-        lines = payload.split(b"\n")
-        for i, line in enumerate(lines):
-            tokens = list(re.finditer(rb"\S+", line))
-            if tokens and tokens[0].group() == str(row).encode():
-                token = tokens[column]
-                padded = value.ljust(len(token.group()))[:max(len(token.group()), len(value))]
-                lines[i] = line[:token.start()] + padded + line[token.end():]
-                return b"\n".join(lines)
-        raise AssertionError("row %d not in the reply" % row)
-    return edit
 
 
 @pytest.mark.parametrize("cell", [0, 7, 14])
