@@ -24,6 +24,7 @@ from dataclasses import dataclass
 from typing import Any, Callable, Dict, List, Optional, Set
 
 from .charge_limits import ChargeController, ChargeLimits
+from .charge_state import ChargeStateFile
 from .config import Config
 from .derive import BankSummary, summarize_bank
 from .database import DatabaseRecorder, spool_directory
@@ -94,6 +95,7 @@ class Daemon:
         )
         self.reader = BankReader(self.console, config.serial, config.battery)
         self.controller = ChargeController(config.charge, config.battery)
+        self.charge_state = ChargeStateFile(state_dir)
         self.link: Optional[MqttLink] = None
         self.victron: Optional[VictronPublisher] = None
         self.energy = EnergyCounters(os.path.join(state_dir, ENERGY_FILE))
@@ -153,6 +155,7 @@ class Daemon:
         if self.ha is not None:
             self.ha.close()
         self.energy.save()
+        self.charge_state.save(self.controller)
         if self.link is not None:
             self.link.stop()
         if self.database is not None:
@@ -284,6 +287,8 @@ class Daemon:
             self._guarded("Victron", self.victron.update, outcome.summary, outcome.limits, len(outcome.bank.missing),
                           self._cells_per_battery(outcome.bank), time.monotonic())
         self._guarded("energy counters", self._update_energy, outcome)
+        self._guarded("charge state", self.charge_state.save_if_due, self.controller, outcome.wall_time,
+                      self.config.state_save_interval)
         changes = []
         if self.events is not None:
             changes = self._guarded("events", self.events.update, outcome.bank, outcome.wall_time) or []
@@ -365,6 +370,7 @@ class Daemon:
     def run(self, stop: threading.Event) -> int:
         self.reader.stopping = stop.is_set
         self.energy.load()
+        self.charge_state.load(self.controller)
         self.start_outputs()
         logger.info("polling %s every %.1f s; MQTT %s", self.port, self.config.serial.reading_freq,
                     self.link.broker if self.link else "off")

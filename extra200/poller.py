@@ -6,8 +6,9 @@ refresh on each poll.  The larger replies are read less often:
 
 * ``bat N`` (cells): every unit on the first poll (and ``--once``), then the
   unit whose cells are oldest, once they are older than ``serial.cells_interval``;
-* ``pwr N`` (capacity, events): on the first poll, every ``info_interval``, and at
-  once when a unit's status columns change to something other than normal;
+* ``pwr N`` (capacity, events): on the first poll, every ``info_interval``, at
+  once when a unit's status columns change to something other than normal, and
+  every poll while it shows a protection event or fault (so its clearing is seen);
 * ``info N`` / ``stat N`` (barcode, ratings, cycle count, SoH): first poll, then
   one unit per poll once ``serial.info_interval`` has passed.
 
@@ -23,6 +24,7 @@ import logging
 import time
 from typing import Callable, Dict, List, Optional, Set, Tuple, TypeVar
 
+from .charge_limits import detail_signals_protection
 from .config import BatteryConfig, SerialConfig
 from .framing import Reply
 from .model import Bank, Battery, CellTable, PowerDetail, PowerRow
@@ -137,7 +139,9 @@ class BankReader:
             if not row.present:
                 continue
             present.append(row.address)
-            if full or battery.detail is None or changed or self._due(battery.detail_time, self._serial.info_interval, now):
+            # A protection signal in pwr N stops a charge limit: read it every poll until it clears.
+            if full or battery.detail is None or changed or detail_signals_protection(battery.detail) \
+                    or self._due(battery.detail_time, self._serial.info_interval, now):
                 self._read_detail(battery, now)
             if battery.row is not None and self._lacks_basics(battery.row) and battery.detail is not None:
                 battery.row = _row_from_detail(battery.row, battery.detail)
