@@ -17,18 +17,27 @@ any sequence of readings.
 The rules (defaults and the reasoning in the README section "Charge control"):
 
 * CVL: bulk target per cell x cells; after the pack has sat at CVL with the
-  cells balanced for ``absorption_time`` it drops to the float target; back to
-  bulk when SoC falls below ``rebulk_soc`` or the cell spread grows.  A cell
-  above ``max_cell_voltage`` lowers CVL at once by its overshoot; CVL then
-  holds and rises slowly.  Never above ``battery.max_charge_voltage``,
-  cells x ``max_cell_voltage``, nor 52.8 V for 15 cells.
+  cells balanced for ``absorption_time`` (or in absorption for
+  ``absorption_max_time``) it drops to the float target; back to bulk when SoC
+  falls below ``rebulk_soc`` or the cell spread grows.  Every
+  ``full_charge_days`` without a full report from the BMS, the target is
+  ``full_charge_cell_voltage`` until every unit reports full.  A cell above
+  ``max_cell_voltage`` lowers CVL at once by its overshoot; CVL then holds and
+  rises slowly.  While charging must stop, CVL is at most the pack's voltage
+  (CCL 0 does not stop every charger).  Never above
+  ``battery.max_charge_voltage``, cells x ``max_cell_voltage``, nor 52.8 V for
+  15 cells.
 * CCL / DCL: the lowest of the configured maximum per battery x units, the
   units' own ``info`` rating x units, and derating curves by highest / lowest
   cell voltage, cell temperature, BMS/MOSFET temperature and (optionally)
   SoC; 0 at the cell cut-offs, outside the temperature windows and on a unit's
-  abnormal status words.
+  abnormal status words and protection signals (a unit at its low cut-off in
+  SysError may still recharge a little).  Each unit also gets its own limits and
+  alarms (``ChargeLimits.units``) for its per-battery topic.
 * Every reduction acts at once; every rise waits a hold time after the last
   reduction and then ramps.
+* A reading that vanishes keeps its last value for the rules; ``state()`` /
+  ``restore()`` carry the state across a restart.
 * Stale or incomplete data never raises a limit: while a unit is missing
   nothing may rise and CVL goes no higher than float; without fresh cell data
   CCL is 0 and DCL is held briefly (only if the bank was far from empty), then
@@ -1337,6 +1346,12 @@ class ChargeController:
             "since_full": self._since_full,
             "full_due": self._full_due,
             "seen": sorted(self._seen),
+            # each unit's last readings, so a reading that vanishes across the restart keeps its effect
+            "readings": {
+                str(address): {name: getattr(row, name) for name in _HELD_READINGS + tuple(_HELD_IDS.values())
+                               if getattr(row, name) is not None}
+                for address, row in sorted(self._last_rows.items())
+            },
             "limits": {
                 limit.name: {"value": limit.value, "reduced_ago": ago(limit.down_at)}
                 for limit in (self._cvl, self._ccl, self._dcl)
@@ -1375,6 +1390,12 @@ class ChargeController:
             if isinstance(value, (int, float)) and value >= 0:
                 setattr(self, "_" + name, float(value))
         self._seen |= {a for a in data.get("seen", ()) if isinstance(a, int)}
+        readings = data.get("readings")
+        if isinstance(readings, Mapping):
+            for address, values in readings.items():
+                if str(address).isdigit() and isinstance(values, Mapping):
+                    known = {k: v for k, v in values.items() if k in _HELD_READINGS or k in _HELD_IDS.values()}
+                    self._last_rows.setdefault(int(address), PowerRow(int(address), True, **known))
         saved = data.get("limits") or {}
         for limit in (self._cvl, self._ccl, self._dcl):
             entry = saved.get(limit.name) if isinstance(saved, Mapping) else None

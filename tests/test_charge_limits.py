@@ -6,6 +6,7 @@ Times are the controller's monotonic clock, in seconds.
 """
 
 import dataclasses
+import json
 import logging
 from typing import Any, Callable, Dict, List, Optional, Sequence, Tuple
 
@@ -644,6 +645,7 @@ def test_properties_over_random_banks(config: Tuple[ChargeConfig, BatteryConfig]
     now = 1000.0
     history: List[Tuple[float, ChargeLimits, int]] = []  # (time, limits, units online)
     last_down: Dict[str, float] = {}
+    counts_seen = {cells}
     for _ in range(data.draw(st.integers(1, 10), label="polls")):
         now += data.draw(st.sampled_from([1.0, 5.0, 30.0, 120.0]), label="dt")
         fresh = data.draw(st.sampled_from([True, True, True, True, False]), label="fresh")
@@ -681,6 +683,19 @@ def test_properties_over_random_banks(config: Tuple[ChargeConfig, BatteryConfig]
             assert limits.charge_current == 0.0
         if any(v <= charge.discharge_cutoff_cell_voltage for v in lows):
             assert limits.discharge_current == 0.0
+
+        # charging must stop (a cut-off, the window, no data without a grace): CVL stops the chargers too,
+        # at most the pack's voltage (never below the discharge cut-off x cells)
+        counts_seen |= reported
+        packs = known([b.row.voltage for b in present if b.row])
+        must_stop = any(v >= charge.charge_cutoff_cell_voltage for v in highs) or any(
+            t < charge.charge_min_temperature or t > charge.charge_max_temperature for t in temps
+        ) or (degraded(the_bank, fresh) and charge.stale_charge_grace == 0 and the_bank.present() and fresh
+              and not the_bank.missing and len(the_bank.present()) == len(the_bank.expected))
+        if fresh and packs and must_stop:
+            assert limits.charge_current == 0.0
+            floor = min(counts_seen) * charge.discharge_cutoff_cell_voltage
+            assert limits.charge_voltage <= max(min(packs), floor) + 1e-9, limits.voltage_reason
 
         if history:
             before_time, before, before_online = history[-1]
@@ -944,3 +959,90 @@ def test_each_unit_carries_its_own_limits_and_alarms() -> None:
     blind = poll(controller(), bank(unit(1, cells_of(3.30)), unit(2, cells_of(3.30), cell_voltage_high=None, cell_voltage_low=None)), 0.0)
     assert blind.units[2].blocks_charge and blind.units[2].charge_reason == "no data: B2 reports no cell voltages"
     assert not blind.units[1].blocks_charge
+
+
+NULLABLE = ("voltage", "current", "temperature", "cell_temp_low", "cell_temp_high", "cell_voltage_low",
+            "cell_voltage_high", "voltage_state", "temperature_state", "soc", "battery_voltage_state",
+            "mos_temperature", "base_state")
+
+
+def later(battery: Battery, dt: float, vanished: Sequence[str] = ()) -> Battery:
+    """The same unit ``dt`` later (its cell table as old as before), with the ``vanished`` readings printed as "-"."""
+    if battery.row is None or not battery.row.present:
+        return battery
+    return dataclasses.replace(
+        battery,
+        row=dataclasses.replace(battery.row, **{name: None for name in vanished}),
+        row_time=(battery.row_time or 0.0) + dt,
+        cells_time=None if battery.cells_time is None else battery.cells_time + dt,
+    )
+
+
+@settings(max_examples=150, deadline=None, suppress_health_check=[HealthCheck.too_slow, HealthCheck.data_too_large])
+@given(settings_pair(), st.integers(1, 6), st.data())
+def test_no_vanished_reading_raises_a_limit(config: Tuple[ChargeConfig, BatteryConfig], n_units: int, data: Any) -> None:
+    charge, battery = config
+    ctl = ChargeController(charge, battery)
+    now = 1000.0
+    units = [data.draw(random_unit(a, battery.num_cells, now), label="unit %d" % a) for a in range(1, n_units + 1)]
+    for _ in range(data.draw(st.integers(1, 4), label="polls before")):
+        before = poll(ctl, bank(*units), now)
+        now += DT
+        units = [later(b, DT) for b in units]
+    for _ in range(data.draw(st.integers(1, 4), label="polls after")):
+        vanished = [data.draw(st.lists(st.sampled_from(NULLABLE), unique=True), label="vanished %d" % b.address) for b in units]
+        gone = [later(b, 0.0, v) for b, v in zip(units, vanished)]
+        after = poll(ctl, bank(*gone), now)
+        for attr in QUANTUM:
+            assert getattr(after, attr) <= getattr(before, attr), (attr, vanished, after.diagnostic, before.diagnostic)
+        now += DT
+        units = [later(b, DT) for b in gone]
+        before = after
+
+
+@settings(max_examples=150, deadline=None, suppress_health_check=[HealthCheck.too_slow, HealthCheck.data_too_large])
+@given(settings_pair(), st.integers(1, 6), st.data())
+def test_limits_after_a_restart_are_never_above_those_before(
+    config: Tuple[ChargeConfig, BatteryConfig], n_units: int, data: Any
+) -> None:
+    charge, battery = config
+    ctl = ChargeController(charge, battery)
+    now = 1000.0
+    for _ in range(data.draw(st.integers(1, 8), label="polls")):
+        now += data.draw(st.sampled_from([1.0, 5.0, 30.0]), label="dt")
+        units = [data.draw(random_unit(a, battery.num_cells, now), label="unit %d" % a) for a in range(1, n_units + 1)]
+        before = poll(ctl, bank(*units), now, data.draw(st.sampled_from([True, True, False]), label="fresh"))
+    saved = json.loads(json.dumps(ctl.state()))  # through the file's format
+    age = data.draw(st.floats(0.0, 900.0), label="age")
+    restarted = ChargeController(charge, battery)
+    assert restarted.restore(saved, age)
+    after = poll(restarted, bank(*[later(b, age) for b in units]), data.draw(st.floats(0.0, 1e6), label="new clock"))
+    for attr in QUANTUM:
+        assert getattr(after, attr) <= getattr(before, attr), (attr, after.diagnostic, before.diagnostic)
+
+
+def test_the_state_file_round_trip(tmp_path: Any, caplog: pytest.LogCaptureFixture) -> None:
+    """The daemon's side of finding 6: the state in <state_dir>/charge_state.json, its age from the wall clock."""
+    from extra200.charge_state import ChargeStateFile
+
+    ctl = controller(ChargeConfig(absorption_time=0.0))
+    for i in range(3):
+        poll(ctl, pair(cells_of(3.45), soc=100.0), i * DT)
+    assert ctl.phase == "Float"
+    store = ChargeStateFile(str(tmp_path))
+    assert store.save(ctl, now=1000.0)
+    assert store.save_if_due(ctl, 1030.0, 60.0)  # not due: nothing written
+    assert json.loads((tmp_path / "charge_state.json").read_text())["saved_at"] == 1000.0
+
+    resumed = controller()
+    assert ChargeStateFile(str(tmp_path)).load(resumed, now=1100.0)
+    assert poll(resumed, pair(cells_of(3.40), soc=99.0), 0.0).mode == "Float"
+    assert not ChargeStateFile(str(tmp_path)).load(controller(), now=1000.0 + 3600.0)  # an hour old: afresh
+    # a controller that never polled does not overwrite the saved state
+    assert ChargeStateFile(str(tmp_path)).save(controller(), now=2000.0)
+    assert json.loads((tmp_path / "charge_state.json").read_text())["saved_at"] == 1000.0
+    # a corrupt file is moved aside and logged, never fatal
+    (tmp_path / "charge_state.json").write_text("{not json")
+    assert not ChargeStateFile(str(tmp_path)).load(controller())
+    assert (tmp_path / "charge_state.json.corrupt").exists()
+    assert "cannot be read" in caplog.text
