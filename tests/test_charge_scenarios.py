@@ -834,7 +834,7 @@ def test_a_periodic_full_charge(scenario_run: Callable[..., ScenarioRun]) -> Non
     run = scenario_run("full-charge", "chg11", full_charge_days=days)
     full_cvl = 52.5  # 15 x 3.50 V
     first = run.start()
-    assert (first.cvl, first.mode) == (51.75, "Absorption") or first.cvl == 51.75, run.report()
+    assert first.cvl == 51.75, run.report()  # the ordinary bulk target until the full charge falls due
     due = run.wait(lambda m: m.cvl > 51.75, "the full-charge target")
     assert run.daemon is not None and run.daemon.count("Full charge due") == 1, run.log()
     top = run.wait(lambda m: m.cvl == full_cvl, "CVL at the full-charge target", due)
