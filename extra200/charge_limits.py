@@ -1329,7 +1329,9 @@ class ChargeController:
     # -- restart -------------------------------------------------------------
 
     def state(self) -> Dict[str, Any]:
-        """What a restart needs to resume (JSON-ready); times as seconds before the last poll."""
+        """What a restart needs to resume (JSON-ready); times as seconds before the last poll.
+
+        The units seen are not kept: restarting is how a unit removed for good stops counting as missing."""
         now = self._last_now
 
         def ago(moment: Optional[float]) -> Optional[float]:
@@ -1345,7 +1347,6 @@ class ChargeController:
             "cell_capped": self._cell_capped,
             "since_full": self._since_full,
             "full_due": self._full_due,
-            "seen": sorted(self._seen),
             # each unit's last readings, so a reading that vanishes across the restart keeps its effect
             "readings": {
                 str(address): {name: getattr(row, name) for name in _HELD_READINGS + tuple(_HELD_IDS.values())
@@ -1389,7 +1390,6 @@ class ChargeController:
             value = data.get(name)
             if isinstance(value, (int, float)) and value >= 0:
                 setattr(self, "_" + name, float(value))
-        self._seen |= {a for a in data.get("seen", ()) if isinstance(a, int)}
         readings = data.get("readings")
         if isinstance(readings, Mapping):
             for address, values in readings.items():
