@@ -100,6 +100,7 @@ class ChargeConfig:
     max_cell_voltage: float = 3.52  # CVL is lowered so the highest cell stays at or below this
     max_cell_voltage_margin: float = 0.010  # V: CVL rises again only once that cell is this far below
     absorption_time: float = 1800.0  # s at target with balanced cells before float
+    absorption_max_time: float = 10800.0  # s at target before float whatever the spread (0: no limit)
     balanced_cell_spread: float = 0.020  # V, highest - lowest cell, counted as balanced
     target_cell_margin: float = 0.010  # V/cell: the pack counts as at target this close below CVL
     absorption_cancel_cell_drop: float = 0.030  # V/cell below CVL: absorption ends, back to bulk
@@ -107,6 +108,8 @@ class ChargeConfig:
     rebulk_cell_spread: float = 0.080  # V: float -> bulk when the cell spread reaches this
     cvl_recovery_hold: float = 60.0  # s after a CVL reduction before it may rise
     cvl_recovery_rate: float = 0.002  # V/s (pack) at which CVL rises
+    full_charge_days: float = 14.0  # a full charge (BMS reports full) at least this often; 0: off
+    full_charge_cell_voltage: float = 3.50  # CVL target while a full charge is due (cells still held at max_cell_voltage)
     # Current limits (CCL, DCL)
     charge_cutoff_cell_voltage: float = 3.55  # CCL 0 while any cell is at or above
     discharge_cutoff_cell_voltage: float = 2.90  # DCL 0 while any cell is at or below; x cells = BatteryLowVoltage
@@ -122,7 +125,8 @@ class ChargeConfig:
     soc_derating: bool = False  # also derate by SoC (the two curves below)
     charge_soc_curve: str = "85:100, 90:50, 95:20, 98:10"  # fullest unit's SoC %
     discharge_soc_curve: str = "5:10, 10:20, 15:50, 20:100"  # emptiest unit's SoC %
-    bms_states_block: bool = True  # a unit's High/Low/abnormal state words stop charge (or discharge)
+    bms_states_block: bool = True  # a unit's High/Low/abnormal state words and protection events stop charge (or discharge)
+    empty_charge_percent: float = 10.0  # % of the maximum a unit at its low cut-off may charge with despite SysError
     current_recovery_hold: float = 30.0  # s after a CCL/DCL reduction before it may rise
     current_recovery_rate: float = 0.5  # A/s per battery online at which CCL/DCL rise
     stale_charge_grace: float = 0.0  # s CCL is held without data (only if the last highest cell was in full-current range)
@@ -161,6 +165,32 @@ class ChargeConfig:
         except ValueError as exc:
             return str(exc)
         return None
+
+    @staticmethod
+    def shaped_curve(shape: str) -> Callable[[str], Optional[str]]:
+        """A check for a derating curve that must have ``shape``: "falling" (less current as x rises),
+        "rising", or "window" (rising to a plateau, then falling), so no reading earns more current
+        by getting worse."""
+
+        def check(text: str) -> Optional[str]:
+            problem = ChargeConfig.curve_problem(text)
+            if problem is not None:
+                return problem
+            percents = [pct for _, pct in ChargeConfig.parse_curve(text)]
+            steps = [b - a for a, b in zip(percents, percents[1:])]
+            if shape == "falling":
+                bad = any(step > 0 for step in steps)
+            elif shape == "rising":
+                bad = any(step < 0 for step in steps)
+            else:  # once falling, never rising again
+                bad = any(later > 0 for i, step in enumerate(steps) if step < 0 for later in steps[i + 1:])
+            if bad:
+                return "percent must %s from point to point, got %r" % (
+                    {"falling": "fall or stay", "rising": "rise or stay",
+                     "window": "rise, then fall (never rise again after falling)"}[shape], text)
+            return None
+
+        return check
 
 
 @dataclass(frozen=True)
@@ -332,17 +362,21 @@ _CHECKS: Dict[str, Callable[[Any], Optional[str]]] = {
     "charge.cvl_recovery_rate": _between(0.0001, 1.0),
     "charge.charge_cutoff_cell_voltage": _between(3.40, 3.65),
     "charge.discharge_cutoff_cell_voltage": _between(2.50, 3.20),
-    "charge.charge_cell_voltage_curve": ChargeConfig.curve_problem,
-    "charge.discharge_cell_voltage_curve": ChargeConfig.curve_problem,
+    "charge.charge_cell_voltage_curve": ChargeConfig.shaped_curve("falling"),
+    "charge.discharge_cell_voltage_curve": ChargeConfig.shaped_curve("rising"),
     "charge.charge_min_temperature": _between(-20, 20),
     "charge.charge_max_temperature": _between(20, 60),
-    "charge.charge_temperature_curve": ChargeConfig.curve_problem,
+    "charge.charge_temperature_curve": ChargeConfig.shaped_curve("window"),
     "charge.discharge_min_temperature": _between(-30, 10),
     "charge.discharge_max_temperature": _between(30, 70),
-    "charge.discharge_temperature_curve": ChargeConfig.curve_problem,
-    "charge.electronics_temperature_curve": ChargeConfig.curve_problem,
-    "charge.charge_soc_curve": ChargeConfig.curve_problem,
-    "charge.discharge_soc_curve": ChargeConfig.curve_problem,
+    "charge.discharge_temperature_curve": ChargeConfig.shaped_curve("window"),
+    "charge.electronics_temperature_curve": ChargeConfig.shaped_curve("falling"),
+    "charge.charge_soc_curve": ChargeConfig.shaped_curve("falling"),
+    "charge.discharge_soc_curve": ChargeConfig.shaped_curve("rising"),
+    "charge.absorption_max_time": _between(0, 7 * 86400),
+    "charge.full_charge_days": _between(0, 365),
+    "charge.full_charge_cell_voltage": _between(3.40, 3.60),
+    "charge.empty_charge_percent": _between(0, 100),
     "charge.current_recovery_hold": _between(0, 3600),
     "charge.current_recovery_rate": _between(0.01, 100),
     "charge.stale_charge_grace": _between(0, 300),

@@ -35,6 +35,7 @@ from dataclasses import dataclass
 from typing import Any, Callable, Dict, List, Optional, Set
 
 from .charge_limits import ChargeController, ChargeLimits
+from .charge_state import ChargeStateFile
 from .config import Config
 from .derive import BankSummary, summarize_bank
 from .database import DatabaseRecorder, spool_directory
@@ -109,6 +110,7 @@ class Daemon:
         )
         self.reader = BankReader(self.console, config.serial, config.battery)
         self.controller = ChargeController(config.charge, config.battery)
+        self.charge_state = ChargeStateFile(state_dir)
         self.link: Optional[MqttLink] = None
         self.victron_link: Optional[MqttLink] = None  # its own connection: its last will stops charging
         self.victron: Optional[VictronPublisher] = None
@@ -181,6 +183,7 @@ class Daemon:
         if self.ha is not None:
             self.ha.close()
         self.energy.save()
+        self.charge_state.save(self.controller)
         for link in (self.victron_link, self.link):
             if link is not None:
                 link.stop(timeout=1.0)
@@ -345,6 +348,8 @@ class Daemon:
                     self._guarded("Victron", self.victron.update, outcome.summary, outcome.limits,
                                   len(outcome.bank.missing), self._cells_per_battery(outcome.bank), now,
                                   self.energy.snapshot())
+        self._guarded("charge state", self.charge_state.save_if_due, self.controller, outcome.wall_time,
+                      self.config.state_save_interval)
         changes = []
         if self.events is not None:
             changes = self._guarded("events", self.events.update, outcome.bank, outcome.wall_time) or []
@@ -427,6 +432,7 @@ class Daemon:
         self.reader.stopping = stop.is_set
         self.console.interrupted = stop.is_set
         self.energy.load()
+        self.charge_state.load(self.controller)
         self.start_outputs()
         logger.info("polling %s every %.1f s; MQTT %s", self.port, self.config.serial.reading_freq,
                     self.link.broker if self.link else "off")

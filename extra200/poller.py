@@ -14,8 +14,9 @@ A poll has two phases, so what is published is as young as the console allows:
      whose cells are oldest, once they are older than ``serial.cells_interval``
      (every unit every poll on firmware without the ``pwr`` table, where the
      cells are the only source of cell extremes);
-   * ``pwr N`` (capacity, events): first poll, every ``info_interval``, and at once
-     when a unit's status columns change to something other than normal;
+   * ``pwr N`` (capacity, events): first poll, every ``info_interval``, at once
+     when a unit's status columns change to something other than normal, and
+     every poll while it shows a protection event or fault (so its clearing is seen);
    * ``info N`` / ``stat N`` (barcode, ratings, cycle count, SoH): first poll, then
      one unit per poll once ``serial.info_interval`` has passed.
 
@@ -32,6 +33,7 @@ import logging
 import time
 from typing import Callable, Dict, List, Optional, Sequence, Set, Tuple, TypeVar
 
+from .charge_limits import detail_signals_protection
 from .config import BatteryConfig, SerialConfig
 from .crosscheck import JumpGuard, agreed, agreed_rows, table_contradiction, unknown_row, without_cell_extremes
 from .framing import Reply
@@ -267,8 +269,9 @@ class BankReader:
         try:
             for address in self._present:
                 battery = self.batteries[address]
-                if full or battery.detail is None or battery.detail_due or \
-                        self._due(battery.detail_time, self._serial.info_interval, now):
+                # A protection signal in pwr N stops a charge limit: read it every poll until it clears.
+                if full or battery.detail is None or battery.detail_due or detail_signals_protection(battery.detail) \
+                        or self._due(battery.detail_time, self._serial.info_interval, now):
                     if self._past(deadline):
                         return
                     self._read_detail(battery, now)

@@ -6,6 +6,7 @@ Times are the controller's monotonic clock, in seconds.
 """
 
 import dataclasses
+import json
 import logging
 from typing import Any, Callable, Dict, List, Optional, Sequence, Tuple
 
@@ -147,6 +148,12 @@ charge:
         ("bulk_cell_voltage", 3.70, "must be between 3.3 and 3.6"),
         ("max_cell_voltage", 3.70, "must be between 3.4 and 3.65"),
         ("discharge_cutoff_cell_voltage", 2.0, "must be between 2.5 and 3.2"),
+        # finding 9: no reading may earn more current by getting worse
+        ("charge_cell_voltage_curve", "3.40:100, 3.45:25, 3.50:60, 3.55:0", "percent must fall or stay"),
+        ("discharge_cell_voltage_curve", "2.90:0, 3.00:50, 3.10:20, 3.15:100", "percent must rise or stay"),
+        ("charge_temperature_curve", "0:0, 5:100, 10:20, 40:100, 45:20", "rise, then fall"),
+        ("electronics_temperature_curve", "70:100, 80:25, 90:50", "percent must fall or stay"),
+        ("discharge_soc_curve", "5:10, 10:20, 15:5, 20:100", "percent must rise or stay"),
     ],
 )
 def test_bad_charge_settings_are_reported_by_key(key: str, value: object, message: str) -> None:
@@ -210,15 +217,32 @@ def test_cell_voltage_curve_names_the_cell() -> None:
     assert limits.charge_reason == "cell B2C15 3.470 V"
 
 
-def test_a_recent_cell_table_counts_an_old_one_does_not() -> None:
+def test_a_cell_table_counts_when_read_with_the_row_or_when_the_row_lacks_the_cell() -> None:
     cells = cells_of(3.40, high=3.56)
     now = 10000.0
-    recent = unit(1, cells, table_time=now - 60, cell_voltage_high=3.40, cell_voltage_high_id=None)
-    limits = poll(controller(), bank(recent), now)
+    this_poll = dataclasses.replace(unit(1, cells, table_time=now, cell_voltage_high=3.40, cell_voltage_high_id=None), row_time=now)
+    limits = poll(controller(), bank(this_poll), now)
     assert limits.charge_current == 0.0
     assert limits.charge_reason == "cell B1C15 3.560 V at/above cut-off 3.550 V"
-    old = unit(1, cells, table_time=now - CELL_TABLE_MAX_AGE - 1, cell_voltage_high=3.40, cell_voltage_high_id=None)
+    # the row has no highest cell: a recent table stands in, an old one does not
+    lacking = dict(cell_voltage_high=None, cell_voltage_high_id=None)
+    recent = dataclasses.replace(unit(1, cells, table_time=now - 60, **lacking), row_time=now)  # type: ignore[arg-type]
+    assert poll(controller(), bank(recent), now).charge_reason.startswith("no data: B1 reports no cell voltages")
+    old = dataclasses.replace(unit(1, cells, table_time=now - CELL_TABLE_MAX_AGE - 1, cell_voltage_high=3.40), row_time=now)
     assert poll(controller(), bank(old), now).charge_current == 25.0
+
+
+def test_a_fresh_row_beats_an_older_table_and_the_reason_cites_it() -> None:
+    """Finding 9: limits recovered up to a minute after the row (and D-Bus) showed the cell back, citing the old value."""
+    now = 10000.0
+    ctl = controller()
+    high = dataclasses.replace(unit(1, cells_of(3.40, high=3.56), table_time=now), row_time=now)
+    assert poll(ctl, bank(high), now).charge_current == 0.0
+    # next poll: the row shows the cell back at 3.40 V, the table (not read again) still says 3.56 V
+    back = dataclasses.replace(high, row=dataclasses.replace(high.row, cell_voltage_high=3.40, voltage=51.0), row_time=now + DT)
+    limits = poll(ctl, bank(back), now + DT)
+    assert limits.charge_reason == "held 30 s after a reduction; rules allow CCL 25.0 A (max 25.0 A x 1 units)"
+    assert raised(limits) == {}
 
 
 def test_bms_state_words_stop_charge_or_discharge() -> None:
@@ -243,10 +267,11 @@ def test_charge_mosfet_off_removes_that_unit_from_the_charge_maximum() -> None:
     assert limits.discharge_current == 50.0
 
 
-def test_events_and_faults_set_alarms_only() -> None:
+def test_events_and_faults_stop_charging_and_raise_alarms() -> None:
     detail = PowerDetail(1, power_events=0x1 | 0x100000, system_fault=0x20, soh_state="Abnormal")
     limits = poll(controller(), bank(unit(1, cells_of(3.30), detail=detail, current=5.0)), 0.0)
-    assert limits.charge_current == 25.0
+    assert (limits.charge_current, limits.discharge_current) == (0.0, 25.0)
+    assert limits.charge_reason == "B1 Power Events 0x100001: over-voltage"
     assert raised(limits) == {"HighVoltage": 2, "HighChargeCurrent": 1, "HighCurrent": 1, "InternalFailure": 2, "StateOfHealth": 1}
 
 
@@ -282,7 +307,8 @@ def test_a_unit_without_cell_voltages_stops_charging() -> None:
     assert limits.charge_current == 0.0
     assert limits.charge_reason == "no data: B2 reports no cell voltages"
     assert limits.mode == "Safe (B2 reports no cell voltages)"
-    assert limits.charge_voltage == 50.62
+    assert limits.charge_voltage == 49.5  # charging stopped: at most the pack's voltage
+    assert limits.voltage_reason == "charging stopped (no data: B2 reports no cell voltages): at most the pack's 49.50 V"
     assert limits.discharge_current == 50.0  # held: the last lowest cell was far from empty
     assert limits.discharge_reason.startswith("no data: B2 reports no cell voltages; held up to 600 s")
 
@@ -432,8 +458,8 @@ def test_scenario_cold_morning() -> None:
     assert cold.discharge_current == 19.0  # -2 °C: 38 % of 50 A
     assert raised(cold) == {"LowTemperature": 1, "LowChargeTemperature": 2}
 
-    run.poll(pair(cells_of(3.30), temp=3.0), 2)  # 3 °C allows 12 %: ramps at 1 A/s
-    assert run.series("charge_current", 2) == [5.0, 6.0]
+    run.poll(pair(cells_of(3.30), temp=3.0), 8)  # 3 °C allows 12 %: a hold of 30 s from the frost's end, then 1 A/s
+    assert run.series("charge_current", 8) == [0.0] * 5 + [5.0, 6.0, 6.0]
     run.poll(pair(cells_of(3.30), temp=12.0), 10)
     assert run.series("charge_current", 10) == [11.0, 16.0, 21.0, 26.0, 31.0, 36.0, 41.0, 46.0, 50.0, 50.0]
     assert run.out[-1].charge_reason == "max 25.0 A x 2 units"
@@ -541,9 +567,10 @@ def settings_pair(draw: Draw) -> Tuple[ChargeConfig, BatteryConfig]:
 
 
 @st.composite
-def random_unit(draw: Draw, address: int, cells: int, now: float) -> Battery:
-    """A unit in any condition: present (maybe with holes in its data), absent or silent."""
-    kind = draw(st.sampled_from(["ok"] * 7 + ["absent", "silent", "no cells", "no temps", "no pack"]))
+def random_unit(draw: Draw, address: int, cells: int, now: float, whole: bool = False) -> Battery:
+    """A unit in any condition: present (maybe with holes in its data), absent or silent; only present and
+    whole when ``whole``."""
+    kind = "ok" if whole else draw(st.sampled_from(["ok"] * 7 + ["absent", "silent", "no cells", "no temps", "no pack"]))
     if kind == "absent":
         return absent(address)
     if kind == "silent":
@@ -582,11 +609,12 @@ def random_unit(draw: Draw, address: int, cells: int, now: float) -> Battery:
             max_charge_current=draw(st.one_of(st.none(), st.floats(0, 120))),
             max_discharge_current=draw(st.one_of(st.none(), st.floats(0, 120))),
         )
-    return Battery(address, row=row, cells=table, cells_time=table_time, info=info)
+    return Battery(address, row=row, cells=table, cells_time=table_time, info=info, row_time=now)
 
 
 def recent_cells(battery: Battery, now: float) -> List[CellRow]:
-    if battery.cells is None or battery.cells_time is None or now - battery.cells_time > CELL_TABLE_MAX_AGE:
+    """The cells of a table that counts next to the fresh row: one read in this poll."""
+    if battery.cells is None or battery.cells_time is None or battery.cells_time < now:
         return []
     return list(battery.cells.cells)
 
@@ -618,6 +646,7 @@ def test_properties_over_random_banks(config: Tuple[ChargeConfig, BatteryConfig]
     now = 1000.0
     history: List[Tuple[float, ChargeLimits, int]] = []  # (time, limits, units online)
     last_down: Dict[str, float] = {}
+    counts_seen = {cells}
     for _ in range(data.draw(st.integers(1, 10), label="polls")):
         now += data.draw(st.sampled_from([1.0, 5.0, 30.0, 120.0]), label="dt")
         fresh = data.draw(st.sampled_from([True, True, True, True, False]), label="fresh")
@@ -656,6 +685,19 @@ def test_properties_over_random_banks(config: Tuple[ChargeConfig, BatteryConfig]
         if any(v <= charge.discharge_cutoff_cell_voltage for v in lows):
             assert limits.discharge_current == 0.0
 
+        # charging must stop (a cut-off, the window, no data without a grace): CVL stops the chargers too,
+        # at most the pack's voltage (never below the discharge cut-off x cells)
+        counts_seen |= reported
+        packs = known([b.row.voltage for b in present if b.row])
+        must_stop = any(v >= charge.charge_cutoff_cell_voltage for v in highs) or any(
+            t < charge.charge_min_temperature or t > charge.charge_max_temperature for t in temps
+        ) or (degraded(the_bank, fresh) and charge.stale_charge_grace == 0 and the_bank.present() and fresh
+              and not the_bank.missing and len(the_bank.present()) == len(the_bank.expected))
+        if fresh and packs and must_stop:
+            assert limits.charge_current == 0.0
+            floor = min(counts_seen) * charge.discharge_cutoff_cell_voltage
+            assert limits.charge_voltage <= max(min(packs), floor) + 1e-9, limits.voltage_reason
+
         if history:
             before_time, before, before_online = history[-1]
             # missing or stale data never raises a limit
@@ -676,3 +718,319 @@ def test_properties_over_random_banks(config: Tuple[ChargeConfig, BatteryConfig]
                     if attr in last_down:
                         assert now - last_down[attr] >= hold, attr
         history.append((now, limits, online))
+
+
+# -- issue 12: findings of the review, each a reproducer ------------------------------------------
+
+
+def test_a_stop_lowers_cvl_to_the_pack_so_solar_chargers_stop_too() -> None:
+    """Finding 1: a frozen bank got CCL 0 but CVL 51.75 V; DVCC does not apply CCL to solar chargers under ESS feed-in."""
+    run = Run(controller())
+    run.poll(pair(cells_of(3.21), temp=12.0))
+    frozen = run.poll(pair(cells_of(3.21), temp=-2.0))
+    assert (frozen.charge_current, frozen.charge_voltage) == (0.0, 48.15)
+    assert frozen.voltage_reason == "charging stopped (cell temperature B1 -2.0 °C outside charge window 0..45 °C): at most the pack's 48.15 V"
+    # the pack sags while the loads run: CVL follows it down
+    assert run.poll(pair(cells_of(3.20), temp=-2.0)).charge_voltage == 48.0
+    # the cell cut-off and a BMS state word stop it the same way
+    cut = poll(controller(), pair(cells_of(3.40, high=3.56)), 0.0)
+    assert (cut.charge_current, cut.charge_voltage) == (0.0, 51.12)  # the pack less the cell's overshoot
+    state = poll(controller(), bank(unit(1, cells_of(3.30), battery_voltage_state="High")), 0.0)
+    assert (state.charge_current, state.charge_voltage) == (0.0, 49.5)
+    # never below what keeps the system up: the discharge cut-off x cells
+    empty_and_cold = poll(controller(), pair(cells_of(2.85), temp=-2.0), 0.0)
+    assert empty_and_cold.charge_voltage == 43.5
+    # warm again: CVL waits its hold, then climbs at its rate, like every rise
+    run.poll(pair(cells_of(3.20), temp=12.0), 14)
+    assert run.series("charge_voltage", 14) == [48.0] * 11 + [48.01, 48.02, 48.03]
+
+
+def stop_signal_banks() -> List[Tuple[str, Dict[str, Any], Optional[PowerDetail], float, str]]:
+    """(name, row changes, detail, unit current, side stopped) for each protection signal of finding 3."""
+    return [
+        ("Curr.St Over, charging", {"current_state": "Over"}, None, 20.0, "charge"),
+        ("Curr.St Over, discharging", {"current_state": "Over"}, None, -20.0, "discharge"),
+        ("SysAlarm.St Alarm", {"system_alarm_state": "Alarm"}, None, 0.0, "charge"),
+        ("Power Events over-voltage", {}, PowerDetail(1, power_events=0x1), 0.0, "charge"),
+        ("Power Events charge over-current", {}, PowerDetail(1, power_events=0x100000), 0.0, "charge"),
+        ("System Fault", {}, PowerDetail(1, system_fault=0x4), 0.0, "charge"),
+        ("Power Events under-voltage", {}, PowerDetail(1, power_events=0x10), 0.0, "discharge"),
+        ("Power Events discharge over-current", {}, PowerDetail(1, power_events=0x80000), 0.0, "discharge"),
+    ]
+
+
+@pytest.mark.parametrize("name, row, detail, current, side", stop_signal_banks(), ids=[b[0] for b in stop_signal_banks()])
+def test_protection_signals_stop_their_direction_until_clear_and_held(
+    name: str, row: Dict[str, Any], detail: Optional[PowerDetail], current: float, side: str
+) -> None:
+    """Finding 3: these signals only raised alarms and left the limits at their maximum."""
+    run = Run(controller())
+    normal = dict(system_alarm_state="Normal")
+    healthy = bank(unit(1, cells_of(3.30), current=current, **normal), unit(2, cells_of(3.30), current=current, **normal))  # type: ignore[arg-type]
+    run.poll(healthy)
+    signalled = bank(unit(1, cells_of(3.30), current=current, detail=detail, **row), unit(2, cells_of(3.30), current=current))
+    limits = run.poll(signalled, 3)
+    stopped, other = ("charge_current", "discharge_current") if side == "charge" else ("discharge_current", "charge_current")
+    assert getattr(limits, stopped) == 0.0, limits.diagnostic
+    assert getattr(limits, other) == 50.0, limits.diagnostic
+    if side == "charge":
+        assert limits.charge_voltage == 49.5  # the pack's voltage: CVL stops the chargers too
+    assert limits.units[1].blocks_charge == (side == "charge") and not limits.units[2].blocks_charge
+    run.poll(healthy, 8)  # cleared: the hold (30 s from the last poll with the signal), then the ramp
+    assert run.series(stopped, 8) == [0.0] * 5 + [5.0, 10.0, 15.0]
+
+
+def test_bms_states_block_false_ignores_the_protection_signals_too() -> None:
+    detail = PowerDetail(1, power_events=0x1, system_fault=0x4)
+    limits = poll(controller(ChargeConfig(bms_states_block=False)), bank(unit(1, cells_of(3.30), detail=detail)), 0.0)
+    assert limits.charge_current == 25.0
+    assert limits.alarms["InternalFailure"] == 2
+
+
+def test_a_vanished_reading_keeps_its_derating() -> None:
+    """Finding 4: a MOSFET at 85 °C gave 3.1 A; when the reading turned "-" CCL ramped back to 25 A within 40 s."""
+    run = Run(controller())
+    hot = run.poll(bank(unit(1, cells_of(3.30), mos_temperature=85.0)))
+    assert (hot.charge_current, hot.charge_reason) == (3.1, "MOSFET B1 85.0 °C")
+    run.poll(bank(unit(1, cells_of(3.30), mos_temperature=None)), 20)
+    assert set(run.series("charge_current", 20)) == {3.1}
+    assert run.out[-1].charge_reason == "MOSFET B1 85.0 °C"
+    # back, and cool: the derating lifts (hold, then the ramp)
+    run.poll(bank(unit(1, cells_of(3.30), mos_temperature=30.0)), 8)
+    assert run.series("charge_current", 8)[-1] > 3.1
+
+
+def test_a_vanished_state_word_or_soc_keeps_its_effect() -> None:
+    run = Run(controller(ChargeConfig(soc_derating=True)))
+    high = run.poll(bank(unit(1, cells_of(3.30), battery_voltage_state="High", soc=50.0)))
+    assert high.charge_current == 0.0
+    assert run.poll(bank(unit(1, cells_of(3.30), battery_voltage_state=None)), 10).charge_current == 0.0
+    run.poll(bank(unit(1, cells_of(3.30), battery_voltage_state="Normal")), 20)  # a real word clears it
+    full = run.poll(bank(unit(1, cells_of(3.30), soc=97.0)), 10)
+    assert full.charge_current == 3.3
+    assert run.poll(bank(unit(1, cells_of(3.30), soc=None)), 10).charge_current == 3.3
+
+
+def test_an_empty_bank_in_syserror_may_still_recharge() -> None:
+    """Finding 5: Base.St SysError with low-voltage states at 4 % gave CCL 0 and DCL 0: a deadlock."""
+    words = dict(base_state="SysError", voltage_state="Low", battery_voltage_state="Low")
+    empty = pair(cells_of(3.00, low=2.95), soc=4.0, **words)
+    limits = poll(controller(), empty, 0.0)
+    assert (limits.charge_current, limits.discharge_current) == (5.0, 0.0)  # 10 % of 50 A
+    assert limits.charge_reason == "BMS state B1 Base.St SysError at the low cut-off: 10 % allowed to recharge"
+    assert limits.allow_charge and limits.charge_voltage == 51.75
+    # something else forbidding charging still wins
+    cold = poll(controller(), pair(cells_of(3.00, low=2.95), soc=4.0, temp=-3.0, **words), 0.0)
+    assert cold.charge_current == 0.0
+    # SysError without a low voltage still stops charging
+    assert poll(controller(), pair(cells_of(3.30), base_state="SysError"), 0.0).charge_current == 0.0
+
+
+def test_restart_resumes_phase_holds_and_ramps() -> None:
+    """Finding 6: after a restart CCL jumped 0 -> 9 A, DCL 11 -> 25 A, and from float CVL 50.62 -> 51.75 V."""
+    ctl = controller(ChargeConfig(absorption_time=0.0))
+    run = Run(ctl)
+    run.poll(pair(cells_of(3.45), soc=100.0), 3)  # absorption, then float at once (balanced, absorption_time 0)
+    low_dcl = run.poll(pair(cells_of(3.15, low=3.11), soc=95.0, temp=-1.0))  # frost: CCL 0, DCL derated
+    assert (low_dcl.mode, low_dcl.charge_voltage, low_dcl.charge_current, low_dcl.discharge_current) == ("Float", 47.21, 0.0, 22.0)
+    saved = ctl.state()
+    assert yaml.safe_load(yaml.safe_dump(saved)) == saved  # a plain document
+
+    restarted = controller(ChargeConfig(absorption_time=0.0))
+    assert restarted.restore(saved, age=20.0)
+    again = Run(restarted, now=50.0)  # another monotonic clock
+    warm = pair(cells_of(3.36), soc=95.0, temp=20.0)
+    first = again.poll(warm)
+    assert (first.mode, first.charge_voltage, first.charge_current, first.discharge_current) == ("Float", 47.21, 0.0, 22.0)
+    again.poll(warm, 3)  # 20 s + 15 s since the reductions: the 30 s hold ends, then the ramps
+    assert again.series("charge_current", 3) == [0.0, 5.0, 10.0]
+    assert again.series("discharge_current", 3) == [22.0, 27.0, 32.0]
+
+    fresh = controller()
+    assert poll(fresh, warm, 0.0).charge_voltage == 51.75  # without the state: bulk, at once
+    stale = controller()
+    assert not stale.restore(saved, age=3600.0)  # too old to resume
+    assert poll(stale, warm, 0.0).mode == "Bulk"
+    assert not controller().restore({"version": 99}, age=1.0)
+
+
+def test_charge_control_off_publishes_the_configured_maximums(caplog: pytest.LogCaptureFixture) -> None:
+    """Finding 7: charge.enabled false was documented and read by no code."""
+    ctl = controller(ChargeConfig(enabled=False))
+    assert "charge.enabled is false" in caplog.text
+    limits = poll(ctl, pair(cells_of(3.40, high=3.56), temp=-5.0), 0.0)
+    assert (limits.charge_voltage, limits.charge_current, limits.discharge_current) == (52.5, 50.0, 50.0)
+    assert limits.mode == "Off"
+    assert limits.alarms["HighCellVoltage"] == 1  # alarms still tell
+    assert poll(ctl, bank(absent(1), absent(2)), DT).charge_current == 0.0
+
+
+def test_absorption_ends_after_its_maximum_time_whatever_the_spread() -> None:
+    """Finding 8: with a 30 mV spread the bank was still in absorption after 12 h."""
+    run = Run(controller(ChargeConfig(absorption_max_time=600.0)))
+    unbalanced = pair(cells_of(3.44, high=3.47), soc=99.0, current=2.0)
+    assert run.poll(unbalanced, 2).mode == "Absorption"
+    run.poll(unbalanced, 120)
+    assert [m.mode for m in run.out[-2:]] == ["Absorption", "Float"]
+
+
+def test_a_cell_running_ahead_lets_absorption_start_at_the_lowered_cvl() -> None:
+    """Finding 8: one cell ahead held CVL below the absorption threshold, so the bank stayed in bulk."""
+    run = Run(controller(ChargeConfig(absorption_time=60.0)))
+    run.poll(pair(cells_of(3.42), current=10.0), 2)
+    runner = pair(cells_of(3.42, high=3.53), current=2.0)  # pack 51.41 V; CVL lowered to 51.40 V
+    limits = run.poll(runner)
+    assert (limits.mode, limits.charge_voltage) == ("Bulk", 51.4)
+    assert run.poll(runner).mode == "Absorption"
+
+
+def test_a_periodic_full_charge_reaches_the_bms_full_state() -> None:
+    """Finding 8: a Pylontech BMS must reach full now and then to recalibrate its SoC."""
+    days = 10.0 / 86400.0  # due after 10 s
+    run = Run(controller(ChargeConfig(full_charge_days=days, cvl_recovery_rate=0.1, absorption_time=5.0)))
+    charging = pair(cells_of(3.44), soc=98.0, current=5.0)
+    assert run.poll(charging, 2).charge_voltage == 51.75
+    limits = run.poll(charging)  # 10 s: due
+    assert limits.voltage_reason.startswith("rising at 0.1 V/s to CVL 52.50 V (full charge 3.500 V x 15 cells")
+    assert run.poll(charging, 2).charge_voltage == 52.5
+    # the cells keep to max_cell_voltage: the high-cell rule still lowers CVL
+    over = run.poll(pair(cells_of(3.49, high=3.53), soc=99.0, current=2.0))
+    assert over.charge_voltage == 52.38  # pack 52.39 V less the 0.01 V overshoot
+    # the BMS reports full: done, float
+    full = run.poll(pair(cells_of(3.49), soc=100.0, current=1.0))
+    assert (full.mode, full.charge_voltage) == ("Float", 50.62)
+    # not due again for another interval: re-bulk aims at the ordinary bulk target
+    rebulk = run.poll(pair(cells_of(3.30), soc=70.0))
+    assert rebulk.mode == "Bulk" and rebulk.voltage_reason.endswith("(bulk 3.450 V x 15 cells)")
+
+
+def test_a_full_charge_that_never_reports_full_gives_up_after_the_maximum_time(caplog: pytest.LogCaptureFixture) -> None:
+    days = 5.0 / 86400.0
+    run = Run(controller(ChargeConfig(full_charge_days=days, cvl_recovery_rate=1.0, absorption_max_time=300.0)))
+    at_top = pair(cells_of(3.495), soc=99.0, current=1.0)
+    run.poll(at_top, 62)  # due at 5 s, absorption at once, 300 s of absorption
+    assert [m.mode for m in run.out[-2:]] == ["Absorption", "Float"]
+    assert "Full charge: no unit-wide full report after 300 s" in caplog.text
+
+
+def test_the_absorption_clock_stops_while_there_is_no_data() -> None:
+    """Finding 9: the absorption timer survived a stretch without data; float came at once when data returned."""
+    run = Run(controller())
+    balanced = pair(cells_of(3.445, high=3.46), soc=99.0, current=1.0)
+    run.poll(balanced, 300)  # absorption, 1495 s balanced
+    assert run.out[-1].mode == "Absorption"
+    run.poll(balanced, 120, fresh=False)  # 600 s without data
+    assert run.poll(balanced).mode == "Absorption"
+    run.poll(balanced, 62)  # 1485 s before the gap + 310 s after it
+    assert run.out[-1].mode == "Absorption"
+    assert run.poll(balanced).mode == "Float"
+
+
+def test_each_unit_carries_its_own_limits_and_alarms() -> None:
+    """Issue 10: unit 1's topic showed HighCellVoltage and CCL 0 caused by a cell of unit 2."""
+    limits = poll(controller(), bank(unit(1, cells_of(3.30)), unit(2, cells_of(3.40, high=3.56))), 0.0)
+    assert limits.charge_current == 0.0
+    one, two = limits.units[1], limits.units[2]
+    assert (one.charge_current, one.discharge_current, one.blocks_charge, one.blocks_discharge) == (25.0, 25.0, False, False)
+    assert {k: v for k, v in one.alarms.items() if v} == {}
+    assert (two.charge_current, two.blocks_charge, two.blocks_discharge) == (0.0, True, False)
+    assert two.charge_reason == "cell B2C15 3.560 V at/above cut-off 3.550 V"
+    assert {k: v for k, v in two.alarms.items() if v} == {"HighCellVoltage": 1, "CellImbalance": 1}
+    assert sorted(one.alarms) == sorted(ALARM_NAMES)
+    # each unit's own share never exceeds its share of the bank maximum (the lowest rating x units)
+    rated = poll(controller(), bank(unit(1, cells_of(3.30), info=DeviceInfo(max_charge_current=10.0)), unit(2, cells_of(3.30))), 0.0)
+    assert (rated.charge_current, rated.units[1].charge_current, rated.units[2].charge_current) == (20.0, 10.0, 10.0)
+    # a unit without cell data blocks by itself
+    blind = poll(controller(), bank(unit(1, cells_of(3.30)), unit(2, cells_of(3.30), cell_voltage_high=None, cell_voltage_low=None)), 0.0)
+    assert blind.units[2].blocks_charge and blind.units[2].charge_reason == "no data: B2 reports no cell voltages"
+    assert not blind.units[1].blocks_charge
+
+
+# readings whose loss leaves the rules running (the others make the data incomplete: nothing rises anyway)
+QUIET_LOSSES = ("current", "temperature", "voltage_state", "temperature_state", "soc", "battery_voltage_state",
+                "mos_temperature", "base_state")
+BLINDING_LOSSES = ("voltage", "cell_temp_low", "cell_temp_high", "cell_voltage_low", "cell_voltage_high")
+
+
+def later(battery: Battery, dt: float, vanished: Sequence[str] = ()) -> Battery:
+    """The same unit ``dt`` later (its cell table as old as before), with the ``vanished`` readings printed as "-"."""
+    if battery.row is None or not battery.row.present:
+        return battery
+    return dataclasses.replace(
+        battery,
+        row=dataclasses.replace(battery.row, **{name: None for name in vanished}),
+        row_time=(battery.row_time or 0.0) + dt,
+        cells_time=None if battery.cells_time is None else battery.cells_time + dt,
+    )
+
+
+@settings(max_examples=150, deadline=None, suppress_health_check=[HealthCheck.too_slow, HealthCheck.data_too_large])
+@given(settings_pair(), st.integers(1, 3), st.data())
+def test_no_vanished_reading_raises_a_limit(config: Tuple[ChargeConfig, BatteryConfig], n_units: int, data: Any) -> None:
+    charge, battery = config
+    ctl = ChargeController(charge, battery)
+    now = 1000.0
+    units = [data.draw(random_unit(a, battery.num_cells, now, whole=True), label="unit %d" % a) for a in range(1, n_units + 1)]
+    for _ in range(data.draw(st.integers(1, 4), label="polls before")):
+        before = poll(ctl, bank(*units), now)
+        now += DT
+        units = [later(b, DT) for b in units]
+    for _ in range(data.draw(st.integers(1, 4), label="polls after")):
+        vanished = [data.draw(st.lists(st.sampled_from(QUIET_LOSSES), min_size=1, max_size=3, unique=True)
+                              | st.lists(st.sampled_from(QUIET_LOSSES + BLINDING_LOSSES), unique=True),
+                              label="vanished %d" % b.address) for b in units]
+        gone = [later(b, 0.0, v) for b, v in zip(units, vanished)]
+        after = poll(ctl, bank(*gone), now)
+        for attr in QUANTUM:
+            assert getattr(after, attr) <= getattr(before, attr), (attr, vanished, after.diagnostic, before.diagnostic)
+        now += DT
+        units = [later(b, DT) for b in gone]
+        before = after
+
+
+@settings(max_examples=150, deadline=None, suppress_health_check=[HealthCheck.too_slow, HealthCheck.data_too_large])
+@given(settings_pair(), st.integers(1, 6), st.data())
+def test_limits_after_a_restart_are_never_above_those_before(
+    config: Tuple[ChargeConfig, BatteryConfig], n_units: int, data: Any
+) -> None:
+    charge, battery = config
+    ctl = ChargeController(charge, battery)
+    now = 1000.0
+    for _ in range(data.draw(st.integers(1, 8), label="polls")):
+        now += data.draw(st.sampled_from([1.0, 5.0, 30.0]), label="dt")
+        units = [data.draw(random_unit(a, battery.num_cells, now), label="unit %d" % a) for a in range(1, n_units + 1)]
+        before = poll(ctl, bank(*units), now, data.draw(st.sampled_from([True, True, False]), label="fresh"))
+    saved = json.loads(json.dumps(ctl.state()))  # through the file's format
+    age = data.draw(st.floats(0.0, 900.0), label="age")
+    restarted = ChargeController(charge, battery)
+    assert restarted.restore(saved, age)
+    after = poll(restarted, bank(*[later(b, age) for b in units]), data.draw(st.floats(0.0, 1e6), label="new clock"))
+    for attr in QUANTUM:
+        assert getattr(after, attr) <= getattr(before, attr), (attr, after.diagnostic, before.diagnostic)
+
+
+def test_the_state_file_round_trip(tmp_path: Any, caplog: pytest.LogCaptureFixture) -> None:
+    """The daemon's side of finding 6: the state in <state_dir>/charge_state.json, its age from the wall clock."""
+    from extra200.charge_state import ChargeStateFile
+
+    ctl = controller(ChargeConfig(absorption_time=0.0))
+    for i in range(3):
+        poll(ctl, pair(cells_of(3.45), soc=100.0), i * DT)
+    assert ctl.phase == "Float"
+    store = ChargeStateFile(str(tmp_path))
+    assert store.save(ctl, now=1000.0)
+    assert store.save_if_due(ctl, 1030.0, 60.0)  # not due: nothing written
+    assert json.loads((tmp_path / "charge_state.json").read_text())["saved_at"] == 1000.0
+
+    resumed = controller()
+    assert ChargeStateFile(str(tmp_path)).load(resumed, now=1100.0)
+    assert poll(resumed, pair(cells_of(3.40), soc=99.0), 0.0).mode == "Float"
+    assert not ChargeStateFile(str(tmp_path)).load(controller(), now=1000.0 + 3600.0)  # an hour old: afresh
+    # a controller that never polled does not overwrite the saved state
+    assert ChargeStateFile(str(tmp_path)).save(controller(), now=2000.0)
+    assert json.loads((tmp_path / "charge_state.json").read_text())["saved_at"] == 1000.0
+    # a corrupt file is moved aside and logged, never fatal
+    (tmp_path / "charge_state.json").write_text("{not json")
+    assert not ChargeStateFile(str(tmp_path)).load(controller())
+    assert (tmp_path / "charge_state.json.corrupt").exists()
+    assert "cannot be read" in caplog.text

@@ -92,9 +92,13 @@ class Rules:
         return (self.battery.max_charge_current if charge else self.battery.max_discharge_current) * online
 
     def ceiling(self, cells: int) -> float:
-        """The highest CVL any rule allows (bulk target, pack maximum, cell maximum, 52.8 V on 15 cells)."""
+        """The highest CVL any rule allows (bulk target, pack maximum, cell maximum, 52.8 V on 15 cells);
+        a run that makes a full charge fall due (within the hour) allows its higher target."""
         c = self.charge
-        top = min(self.battery.max_charge_voltage, cells * c.max_cell_voltage, cells * c.bulk_cell_voltage)
+        per_cell = c.bulk_cell_voltage
+        if 0 < c.full_charge_days * 86400.0 < 3600.0:
+            per_cell = max(per_cell, c.full_charge_cell_voltage)
+        top = min(self.battery.max_charge_voltage, cells * c.max_cell_voltage, cells * per_cell)
         return min(top, 52.8) if cells == 15 else top
 
     def float_voltage(self, cells: int) -> float:
@@ -209,6 +213,13 @@ def rule_problems(m: Message, rules: Rules) -> List[str]:
             at_most("CCL", m.ccl, 0.0, "cell temperature %.1f °C outside the charge window" % t)
         if not c.discharge_min_temperature <= t <= c.discharge_max_temperature:
             at_most("DCL", m.dcl, 0.0, "cell temperature %.1f °C outside the discharge window" % t)
+    # charging must stop: CVL stops every charger too (DVCC does not apply CCL to solar chargers under ESS
+    # feed-in), at most the pack's voltage (the published one is the units' mean, so the lowest is below it)
+    frozen = any(not c.charge_min_temperature <= t <= c.charge_max_temperature
+                 for t in (system["MinCellTemperature"], system["MaxCellTemperature"]))
+    if high >= c.charge_cutoff_cell_voltage or frozen:
+        floor_voltage = cells * c.discharge_cutoff_cell_voltage
+        at_most("CVL", m.cvl, max(m.body["Dc"]["Voltage"], floor_voltage), "charging stopped: the pack's voltage")
     soc = m.body["Soc"]
     low_soc = 2 if soc <= c.low_soc_alarm else 1 if soc <= c.low_soc_warning else 0
     if alarms["LowSoc"] != low_soc:
@@ -281,6 +292,13 @@ class ScenarioRun:
         first = self.wait(lambda m: True, "a first bank message")
         self.clock.start()
         return first
+
+    def restart(self) -> None:
+        """Stop the daemon (it must exit cleanly, saving its state) and start it again with the same config."""
+        assert self.daemon is not None and self.sim.path is not None
+        status = self.daemon.terminate()
+        assert status == 0, self.report()
+        self.daemon = DaemonProcess(self._config, self.sim.path).start()
 
     def stop(self) -> None:
         if self.daemon is not None:
@@ -424,6 +442,7 @@ def test_the_checks_catch_what_breaks_the_rules() -> None:
     cold = message()
     cold.body["System"]["MinCellTemperature"] = -1.0
     assert "CCL 30.0 above 0.000: cell temperature -1.0 °C outside the charge window" in rule_problems(cold, rules)
+    assert "CVL 51.75 above 50.000: charging stopped: the pack's voltage" in rule_problems(cold, rules)
     cold.body["Alarms"]["LowSoc"] = 1
     assert "Alarms.LowSoc 1 at SoC 50.0 %" in rule_problems(cold, rules)
     series = [(0.0, 30.0), (1.0, 10.0), (2.0, 12.0), (10.0, 14.0), (11.0, 30.0)]
@@ -513,9 +532,10 @@ def test_a_high_cell(scenario_run: Callable[..., ScenarioRun]) -> None:
     recovered = settle(run, lambda m: m.cvl == 51.75 and m.ccl == rules.ccl(3.49, 25.0), "CVL and CCL recovered", below)
     assert recovered.at - below.at >= 0.07 / rules.charge.cvl_recovery_rate - SLACK, run.report()
 
-    # 3.56 V, over the cut-off: no charging at all, CVL lowered at once; right after, back to 3.49 V
+    # 3.56 V, over the cut-off: no charging at all, CVL lowered at once to the lowest pack's voltage
+    # (unit 1, 15 x 3.44 V), so no charger goes on; right after, back to 3.49 V
     cut = set_cell(3.56)
-    assert (cut.cvl, cut.ccl, cut.body["Io"]["AllowToCharge"]) == (51.68, 0.0, 0), run.report()
+    assert (cut.cvl, cut.ccl, cut.body["Io"]["AllowToCharge"]) == (51.60, 0.0, 0), run.report()
     assert cut.alarm("HighCellVoltage") == 1, run.report()
     assert cut.body["Info"]["ChargeLimitation"] == "cell B2C15 3.560 V at/above cut-off 3.550 V", run.report()
     back = set_cell(3.49)
@@ -523,7 +543,7 @@ def test_a_high_cell(scenario_run: Callable[..., ScenarioRun]) -> None:
     again = settle(run, lambda m: m.cvl == 51.75 and m.ccl == rules.ccl(3.49, 25.0), "CVL and CCL recovered", back)
     lowered = run.wait(lambda m: m.cvl < 51.75, "CVL lowered", recovered)  # the first, maybe just before cut
     stopped = run.wait(lambda m: m.ccl == 0.0, "CCL 0", recovered)
-    rise_cvl = run.wait(lambda m: m.cvl > 51.68, "CVL rising", lowered)
+    rise_cvl = run.wait(lambda m: m.cvl > 51.60, "CVL rising", lowered)
     rise_ccl = run.wait(lambda m: m.ccl > 0.0, "CCL rising", stopped)
     assert rise_cvl.at - lowered.at >= rules.charge.cvl_recovery_hold - SLACK, run.report()
     assert rise_ccl.at - stopped.at >= rules.charge.current_recovery_hold - SLACK, run.report()
@@ -537,7 +557,8 @@ def test_a_high_cell(scenario_run: Callable[..., ScenarioRun]) -> None:
     assert set(phases(messages, lambda m: m.mode)) <= {"Bulk", "Absorption"}, run.report()
     assert run.daemon is not None
     assert run.daemon.count("CVL 51.75 -> 51.68 V: cell B2C15 3.535 V above 3.520 V") == 1, run.log()
-    assert run.daemon.count("CVL 51.75 -> 51.68 V: cell B2C15 3.560 V above 3.520 V") == 1, run.log()
+    assert run.daemon.count("CVL 51.75 -> 51.60 V: charging stopped (cell B2C15 3.560 V at/above cut-off 3.550 V)") == 1, \
+        run.log()
 
 
 def test_a_cold_morning(scenario_run: Callable[..., ScenarioRun]) -> None:
@@ -549,6 +570,8 @@ def test_a_cold_morning(scenario_run: Callable[..., ScenarioRun]) -> None:
     frost = run.wait(lambda m: m.system("MinCellTemperature") == -4.0, "frost")
     # at once: no charging, discharge derated (26 % at -4 °C)
     assert (frost.ccl, frost.dcl) == (0.0, rules.dcl(3.30, -4.0)) == (0.0, 7.8), run.report()
+    # finding 1: CVL stops the chargers too: the pack's 49.50 V (15 x 3.30 V), not the bulk 51.75 V
+    assert frost.cvl == 49.5 and frost.body["Dc"]["Voltage"] == 49.5, run.report()
     assert frost.body["Info"]["ChargeLimitation"].endswith("-4.0 °C outside charge window 0..45 °C"), run.report()
     assert frost.raised() == {"LowTemperature": 1}, run.report()
     sunrise = run.wait(lambda m: m.body["Dc"]["Current"] > 1.0, "charging current in the frost", frost)
@@ -777,4 +800,70 @@ def test_a_unit_dropping_out_is_counted_offline(scenario_run: Callable[..., Scen
     gone = run.wait(lambda m: m.system("NrOfModulesOnline") == 2, "unit 3 gone")
     assert gone.mode == "Safe (unit 3 missing)" and gone.alarm("BmsCable") == 1, run.report()
     assert gone.system("NrOfModulesOffline") == 1, run.report()
+    run.finish()
+
+
+# -- issue 12 through the daemon ------------------------------------------------------------------
+
+
+def test_a_restart_resumes_float_and_the_holds(scenario_run: Callable[..., ScenarioRun]) -> None:
+    """Finding 6: after a restart CCL jumped from 0, and from float CVL jumped back to the bulk voltage."""
+    run = scenario_run("float-rebulk", "chg10", absorption_time=2.0, current_recovery_hold=8.0)
+    run.start()
+    floated = run.wait(lambda m: m.mode == "Float", "float")
+    run.bank.set_temperature("all", -2.0)  # frost: no charging
+    frozen = run.wait(lambda m: m.ccl == 0.0, "CCL 0 in the frost", floated)
+    assert (frozen.mode, frozen.cvl) == ("Float", 50.62), run.report()
+    run.restart()
+    run.bank.set_temperature("all", 20.0)  # warm again while the daemon restarts
+    assert run.daemon is not None and run.daemon.wait_log("Charge control resumed from a state saved"), run.log()
+    after = run.wait(lambda m: m.index > frozen.index and m.at > frozen.at + 1.0, "a message after the restart", frozen)
+    # the same phase, CVL at float (not bulk), CCL still held at 0 and rising only after the hold
+    assert (after.mode, after.cvl, after.ccl) == ("Float", 50.62, 0.0), run.report()
+    rising = run.wait(lambda m: m.ccl > 0.0, "CCL rising after the restart", after)
+    assert rising.at - frozen.at >= run.rules.charge.current_recovery_hold - SLACK, run.report()
+    settle(run, lambda m: m.ccl == run.rules.ccl(3.45, 20.0) == 7.5, "CCL back at the cell curve's 25 %", rising)
+    messages = run.finish()
+    assert {m.mode for m in run.between(floated)} == {"Float"}, run.report()
+    assert all(m.cvl <= 50.62 for m in messages if m.index >= floated.index), run.report()
+
+
+def test_a_periodic_full_charge(scenario_run: Callable[..., ScenarioRun]) -> None:
+    """Finding 8: now and then the bank must reach the BMS's own full state, within the high-cell limit."""
+    days = 4.0 / 86400.0  # due 4 s after the first poll
+    run = scenario_run("full-charge", "chg11", full_charge_days=days)
+    full_cvl = 52.5  # 15 x 3.50 V
+    first = run.start()
+    assert first.cvl == 51.75, run.report()  # the ordinary bulk target until the full charge falls due
+    due = run.wait(lambda m: m.cvl > 51.75, "the full-charge target")
+    assert run.daemon is not None and run.daemon.count("Full charge due") == 1, run.log()
+    top = run.wait(lambda m: m.cvl == full_cvl, "CVL at the full-charge target", due)
+    assert top.mode != "Float", run.report()
+    run.bank.set_soc("all", 100)  # the BMS reports full
+    done = run.wait(lambda m: m.mode == "Float", "float after the full charge", top)
+    assert done.cvl == 50.62 and done.body["Soc"] == 100.0, run.report()
+    assert run.daemon.wait_log("Full charge done: every unit reports full"), run.log()
+    messages = run.finish()
+    assert max(m.cvl for m in messages) == full_cvl, run.report()
+    assert all(m.cvl <= 51.75 for m in messages if m.at < due.at - 0.01), run.report()
+
+
+def test_a_protection_event_stops_charging_until_it_clears(scenario_run: Callable[..., ScenarioRun]) -> None:
+    """Finding 3 through the console: a charge over-current event in pwr N stops charging, and its
+    clearing is seen at once (pwr N is read every poll while it is set), then the hold, then the ramp."""
+    run = scenario_run("float-rebulk", "chg12")
+    first = run.start()
+    assert first.ccl > 0.0, run.report()
+    run.bank.set_events(2, power=0x40000)
+    run.bank.update(2, volt_state="High")  # a status word turning abnormal makes the poller read pwr 2
+    stopped = run.wait(lambda m: m.ccl == 0.0, "CCL 0", first)
+    run.bank.update(2, volt_state="Normal")
+    by_event = run.wait(lambda m: m.body["Info"]["ChargeLimitation"] == "B2 Power Events 0x40000: charge over-current 2",
+                        "the event alone stopping charging", stopped)
+    assert by_event.ccl == 0.0 and by_event.dcl == 30.0, run.report()
+    held = run.wait_until(by_event.at + 3.0)
+    assert held.ccl == 0.0, run.report()
+    run.bank.set_events(2, power=0)
+    rising = run.wait(lambda m: m.ccl > 0.0, "CCL rising once the event cleared", held)
+    assert rising.at - held.at >= run.rules.charge.current_recovery_hold - SLACK, run.report()
     run.finish()

@@ -1,0 +1,74 @@
+"""The charge controller's state across restarts: ``<state_dir>/charge_state.json``.
+
+A restart must not forget what the controller learned: the charge phase (a
+bank on float would jump back to the bulk voltage), the holds and ramps (a
+limit held at 0 would jump to its maximum) and the time since the last full
+charge.  ``ChargeController.state()`` gives that as a document with times
+relative to its last poll; this file adds the wall-clock time it was written,
+so the next start knows its age (``ChargeController.restore`` resumes only a
+recent state).  Written atomically like the energy counters, every
+``state_save_interval`` seconds, at once when the phase changes, and at
+shutdown.
+"""
+
+import logging
+import os
+import time
+from typing import Optional
+
+from .charge_limits import ChargeController
+from .files import read_json, write_json_atomic
+
+logger = logging.getLogger(__name__)
+
+CHARGE_STATE_FILE = "charge_state.json"
+
+
+class ChargeStateFile:
+    """Load the controller's state once at start, save it now and then; failures are logged once."""
+
+    def __init__(self, state_dir: str) -> None:
+        self.path = os.path.join(state_dir, CHARGE_STATE_FILE)
+        self._saved_at: Optional[float] = None
+        self._saved_phase: Optional[str] = None
+        self._failing = False
+
+    def load(self, controller: ChargeController, now: Optional[float] = None) -> bool:
+        """Hand the saved state to ``controller``; True when it resumes (False: none, old or unreadable)."""
+        data = read_json(self.path)
+        if data is None:
+            return False
+        saved = data.get("saved_at") if isinstance(data, dict) else None
+        if not isinstance(saved, (int, float)) or not isinstance(data.get("controller"), dict):
+            logger.warning("charge state: %s has an unknown format; starting afresh", self.path)
+            return False
+        wall = time.time() if now is None else now
+        return controller.restore(data["controller"], wall - saved)
+
+    def save(self, controller: ChargeController, now: Optional[float] = None) -> bool:
+        if not controller.polled:
+            return True  # nothing learned yet: keep a saved state that was not resumed
+        wall = time.time() if now is None else now
+        try:
+            write_json_atomic(self.path, {"saved_at": wall, "controller": controller.state()})
+        except OSError as exc:
+            if not self._failing:
+                logger.warning("charge state: cannot write %s (%s); retrying", self.path, exc)
+                self._failing = True
+            return False
+        if self._failing:
+            logger.info("charge state: %s written again", self.path)
+            self._failing = False
+        self._saved_at = wall
+        self._saved_phase = controller.phase
+        return True
+
+    def save_if_due(self, controller: ChargeController, now: float, interval: float) -> bool:
+        """Save when ``interval`` seconds have passed or the charge phase changed since the last save."""
+        if (
+            self._saved_at is not None
+            and 0 <= now - self._saved_at < interval
+            and controller.phase == self._saved_phase
+        ):
+            return True
+        return self.save(controller, now)
