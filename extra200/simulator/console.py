@@ -166,10 +166,18 @@ class Console:
         self._paged: Optional[_Paged] = None
         self._cut_left: Optional[int] = None  # bytes the current reply may still send
         self._input_free = 0.0
+        self._baud = scenario.console_baud
 
     @property
     def baud(self) -> int:
-        return self.scenario.console_baud
+        return self._baud
+
+    def restart_at(self, baud: int) -> None:
+        """The console comes back at another baud (a reboot after a firmware or setting change)."""
+        with self._lock:
+            self._baud = baud
+            self._line.clear()
+            self._paged = None
 
     def input_free_at(self) -> float:
         """When the last byte the client sent has reached the console."""
