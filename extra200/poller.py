@@ -71,6 +71,9 @@ class BankReader:
         self._failed_logged: Set[str] = set()
         self._missing_logged: Set[int] = set()
         self._seen: Set[int] = set()  # units present in any poll since start
+        # When each unit's "bat N" / "pwr N" was last asked, answered or not: a reply that keeps failing
+        # to parse is asked again once per cells_interval, not on every poll.
+        self._asked: Dict[Tuple[str, int], float] = {}
         self.polls = 0
         # The daemon's stop request: the poll ends before the next command instead of after all of them.
         self.stopping: Callable[[], bool] = lambda: False
@@ -137,7 +140,7 @@ class BankReader:
             if not row.present:
                 continue
             present.append(row.address)
-            if full or battery.detail is None or changed or self._due(battery.detail_time, self._serial.info_interval, now):
+            if full or changed or self._detail_due(battery, now):
                 self._read_detail(battery, now)
             if battery.row is not None and self._lacks_basics(battery.row) and battery.detail is not None:
                 battery.row = _row_from_detail(battery.row, battery.detail)
@@ -201,7 +204,18 @@ class BankReader:
             rows.append(_row_from_detail(PowerRow(address=address, present=True), detail))
         return rows
 
+    def _detail_due(self, battery: Battery, now: float) -> bool:
+        if battery.detail is None:  # never read: again once per cells_interval until it answers
+            return self._due(self._asked.get(("pwr", battery.address)), self._serial.cells_interval, now)
+        return self._due(battery.detail_time, self._serial.info_interval, now)
+
+    def _last_asked(self, kind: str, address: int, answered: Optional[float]) -> Optional[float]:
+        """The later of the last good read and the last try (None: never tried)."""
+        tried = self._asked.get((kind, address))
+        return answered if tried is None else max(tried, answered or tried)
+
     def _read_detail(self, battery: Battery, now: float) -> None:
+        self._asked[("pwr", battery.address)] = now
         detail = self._ask("pwr %d" % battery.address, parse_power_detail)
         if detail is not None:
             battery.detail = detail
@@ -212,11 +226,13 @@ class BankReader:
         if full or interval == 0:
             due = list(present)
         else:
-            stale = [a for a in present if self._due(self.batteries[a].cells_time, interval, now)]
+            asked = {a: self._last_asked("bat", a, self.batteries[a].cells_time) for a in present}
+            stale = [a for a in present if self._due(asked[a], interval, now)]
             # Oldest first, one unit per poll: the bank refreshes fast, cells follow round-robin.
-            stale.sort(key=lambda a: self.batteries[a].cells_time or 0.0)
+            stale.sort(key=lambda a: asked[a] or 0.0)
             due = stale[:1]
         for address in due:
+            self._asked[("bat", address)] = now
             info = self.batteries[address].info
             cells = info.cell_count if info is not None else None
             table = self._ask("bat %d" % address, lambda text, a=address, n=cells: parse_cell_table(text, a, n))
