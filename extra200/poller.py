@@ -74,6 +74,7 @@ class BankReader:
         # When each unit's "bat N" / "pwr N" was last asked, answered or not: a reply that keeps failing
         # to parse is asked again once per cells_interval, not on every poll.
         self._asked: Dict[Tuple[str, int], float] = {}
+        self._units_by_detail: Optional[Tuple[int, ...]] = None  # no pwr table, no addresses: found once
         self.polls = 0
         # The daemon's stop request: the poll ends before the next command instead of after all of them.
         self.stopping: Callable[[], bool] = lambda: False
@@ -176,8 +177,8 @@ class BankReader:
         return self._rows_from_details()
 
     def _rows_from_details(self) -> Optional[List[PowerRow]]:
-        """Old firmware without the ``pwr`` table: one ``pwr N`` per configured unit."""
-        addresses = self._expected or (1,)
+        """Old firmware without the ``pwr`` table: one ``pwr N`` per configured (or found) unit."""
+        addresses = self._expected or self._find_units_by_detail()
         rows: List[PowerRow] = []
         for address in addresses:
             if self.stopping():
@@ -213,6 +214,30 @@ class BankReader:
         """The later of the last good read and the last try (None: never tried)."""
         tried = self._asked.get((kind, address))
         return answered if tried is None else max(tried, answered or tried)
+
+    def _find_units_by_detail(self) -> Tuple[int, ...]:
+        """Without ``battery.addresses``: the units answering ``pwr N`` from 1 up to the first that does not.
+
+        Found once per run (a unit added later needs a restart, or ``battery.addresses``); a
+        console error before any answer is not taken as "no units": unit 1 is polled, and
+        the search runs again next poll.
+        """
+        if self._units_by_detail is not None:
+            return self._units_by_detail
+        found: List[int] = []
+        for address in range(1, 17):
+            try:
+                reply = self._console.command("pwr %d" % address)
+            except ConsoleError as exc:
+                logger.debug("looking for units: pwr %d failed: %s", address, exc)
+                return tuple(found) or (1,)
+            if not reply.ok:
+                break
+            found.append(address)
+        self._units_by_detail = tuple(found) or (1,)
+        logger.info("no pwr table and no battery.addresses: polling the units that answer 'pwr N': %s",
+                    ", ".join(str(a) for a in self._units_by_detail))
+        return self._units_by_detail
 
     def _read_detail(self, battery: Battery, now: float) -> None:
         self._asked[("pwr", battery.address)] = now

@@ -92,9 +92,12 @@ class Rules:
         return (self.battery.max_charge_current if charge else self.battery.max_discharge_current) * online
 
     def ceiling(self, cells: int) -> float:
-        """The highest CVL any rule allows (bulk target, pack maximum, cell maximum, 52.8 V on 15 cells)."""
+        """The highest CVL any rule allows (bulk target, pack maximum, cell maximum, 52.8 V on 15 cells).
+
+        The pack maximum: ``battery.max_charge_voltage``, or with ``auto`` 52.8 V for 15 cells, 56.0 V for 16."""
         c = self.charge
-        top = min(self.battery.max_charge_voltage, cells * c.max_cell_voltage, cells * c.bulk_cell_voltage)
+        pack = self.battery.charge_voltage_cap or {15: 52.8, 16: 56.0}[cells]
+        top = min(pack, cells * c.max_cell_voltage, cells * c.bulk_cell_voltage)
         return min(top, 52.8) if cells == 15 else top
 
     def float_voltage(self, cells: int) -> float:
@@ -168,7 +171,7 @@ def rule_problems(m: Message, rules: Rules) -> List[str]:
     c = rules.charge
     info, system, io, alarms = m.body["Info"], m.body["System"], m.body["Io"], m.body.get("Alarms", {})
     online = system["NrOfModulesOnline"]
-    cells = system.get("NrOfCellsPerBattery", rules.battery.num_cells)
+    cells = system.get("NrOfCellsPerBattery", rules.battery.cells or 15)
     cap_c, cap_d = rules.cap(True, online), rules.cap(False, online)
 
     def at_most(name: str, value: float, limit: float, why: str) -> None:

@@ -24,8 +24,8 @@ def _payload(name: str) -> str:
 class CountingConsole(Console):
     """The real console, counting the commands it sends."""
 
-    def __init__(self, url: str) -> None:
-        super().__init__(url, baud=115200, command_timeout=3)
+    def __init__(self, url: str, **options: object) -> None:
+        super().__init__(url, **dict({"baud": 115200, "command_timeout": 3}, **options))  # type: ignore[arg-type]
         self.sent: List[str] = []
 
     def command(self, command: str, timeout: float = None) -> Reply:  # type: ignore[assignment]
@@ -56,3 +56,16 @@ def test_a_bat_reply_that_does_not_parse_is_asked_again_once_per_cells_interval(
     dropped = [r.getMessage() for r in caplog.records if "failed twice" in r.getMessage()]
     assert len(dropped) == 1, dropped  # said once, naming the column and the value
     assert "column Coulomb" in dropped[0] and "'mWH'" in dropped[0] and "37990" in dropped[0]
+
+
+def test_without_a_pwr_table_or_addresses_the_units_answering_pwr_n_are_found_once() -> None:
+    """An Extra2000 (no pwr table) and no battery.addresses: units 1 and 2 answer, 3 does not; asked once."""
+    console = CountingConsole("pylonsim://extra2000?drift=0", baud=19200, login_debug="auto")
+    console.probe_wait = 0.4
+    reader = BankReader(console, SerialConfig(), BatteryConfig())
+    with console:
+        console.wake()
+        polls = [reader.read() for _ in range(3)]
+    assert [sorted(b.address for b in bank.present()) for bank in polls] == [[1, 2]] * 3
+    assert all(bank.complete and not bank.missing for bank in polls)
+    assert console.sent.count("pwr 3") == 1  # the search, on the first poll only
