@@ -270,7 +270,8 @@ class Console:
             if baud == first:
                 continue
             self._set_baud(baud, what)
-            prompt = self._probe(1, what)
+            # A second prompt confirms it: garbage at a wrong baud never looks like one twice in a row.
+            prompt = self._probe(1, what) and self._probe(1, what)
             if prompt is not None:
                 logger.info("%s: the console answers at %d baud", self.url, baud)
                 return prompt
