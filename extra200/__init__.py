@@ -4,7 +4,8 @@ Modules, in the order the data flows:
 
 config        the typed configuration schema and its loader
 framing       cuts one command's reply out of the console byte stream (pure)
-transport     the serial console: open by URL, wake-up, send a command, read its reply
+transport     the serial console: open by URL, wake-up (finding the baud), send a command, read its reply
+baudmemory    the console baud that answered last time, kept in the state directory
 parsing       console tables and key:value blocks to typed records (pure)
 model         the records, in SI units
 derive        per-unit and bank figures (pure)

@@ -26,7 +26,9 @@ The rules (defaults and the reasoning in the README section "Charge control"):
   rises slowly.  While charging must stop, CVL is at most the pack's voltage
   (CCL 0 does not stop every charger).  Never above
   ``battery.max_charge_voltage``, cells x ``max_cell_voltage``, nor 52.8 V for
-  15 cells.
+  15 cells (56.0 V for 16 with ``max_charge_voltage: auto``).  Cells are counted
+  per unit as the console reports them (``_CellCounts``): the fewest for CVL, and
+  no charge current until every unit's count is known.
 * CCL / DCL: the lowest of the configured maximum per battery x units, the
   units' own ``info`` rating x units, and derating curves by highest / lowest
   cell voltage, cell temperature, BMS/MOSFET temperature and (optionally)
@@ -87,6 +89,9 @@ FLOAT = "Float"
 SAFE_NO_DATA = "Safe (no data)"
 
 PYLONTECH_15S_MAX_VOLTAGE = 52.8  # V: Victron's own clamp for 15-cell Pylontech packs (charge-control.md §7)
+PYLONTECH_16S_MAX_VOLTAGE = 56.0  # V: Victron's CVL for 16-cell Pylontech packs (Pelio-L, charge-control.md §7)
+# battery.max_charge_voltage: auto -> the pack ceiling for its cell count.
+AUTO_PACK_CEILINGS = {15: PYLONTECH_15S_MAX_VOLTAGE, 16: PYLONTECH_16S_MAX_VOLTAGE}
 LFP_CELL_MAX = 3.65  # V: LiFePO4 absolute cell limits, used for the alarm (2) level
 LFP_CELL_MIN = 2.50
 CELL_TABLE_MAX_AGE = 900.0  # s: an older "bat N" table no longer counts
@@ -652,6 +657,57 @@ class _Blind:
     last_cell: Optional[float] = None  # highest (charge) / lowest (discharge) cell of the last good poll
 
 
+@dataclass(frozen=True)
+class _Series:
+    """How many cells in series each voltage rule counts with, this poll."""
+
+    cvl: int  # the fewest: CVL and its ceilings (a parallel 15/16-cell bank charges to the 15-cell limit)
+    low: int  # the most: BatteryLowVoltage (the higher cut-off)
+    unknown: Optional[str]  # why charging waits (units whose count the console has not told yet), else None
+
+
+class _CellCounts:
+    """Cells per unit as the console reports them (``bat N``, ``info N``), against ``battery.num_cells``.
+
+    Voltages follow the console: a configured count only ever lowers CVL (the
+    fewer cells win) and raises BatteryLowVoltage, and a disagreement is
+    logged once.  Every count a unit reported during the run is kept, so a
+    count that flips between reads can only make the limits more careful.
+    Until every present unit's count is known, both 15 and 16 count (the most
+    careful of each) and the caller publishes no charge current.
+    """
+
+    def __init__(self, configured: Optional[int]) -> None:
+        self._configured = configured
+        self._seen: Dict[int, Set[int]] = {}  # address -> counts reported
+        self._disagreement_noted = False
+
+    def update(self, units: Sequence["_Unit"]) -> _Series:
+        for u in units:
+            if u.cell_count is not None:
+                self._seen.setdefault(u.address, set()).add(u.cell_count)
+        unknown = [u.address for u in units if not self._seen.get(u.address)]
+        reported = set().union(*(self._seen.get(u.address, set()) for u in units)) if units else set()
+        counts = set(reported)
+        if self._configured is not None:
+            counts.add(self._configured)
+            self._note_disagreement(reported)
+        if unknown or not counts:
+            counts |= set(_CELL_COUNTS)
+        reason = _plural(unknown, "cell count not known yet") if unknown else None
+        return _Series(min(counts), max(counts), reason)
+
+    def _note_disagreement(self, reported: Set[int]) -> None:
+        if self._disagreement_noted or not reported or reported == {self._configured}:
+            return
+        self._disagreement_noted = True
+        logger.warning(
+            "battery.num_cells is %d but the console reports %s cells: charge voltages count %d cells "
+            "(the lower), BatteryLowVoltage %d; set battery.num_cells: auto to follow the console",
+            self._configured, "/".join(str(r) for r in sorted(reported)),
+            min(reported | {self._configured}), max(reported | {self._configured}))
+
+
 class ChargeController:
     """CVL / CCL / DCL and alarms, poll after poll (see the module docstring for the rules)."""
 
@@ -703,7 +759,7 @@ class ChargeController:
         self._last_now: Optional[float] = None
         self._soc_armed = True  # float -> bulk by SoC only once SoC was at or above the threshold
         self._seen: Set[int] = set()
-        self._counts_seen: Set[int] = set()  # cell counts the units reported (info, cell tables)
+        self._cell_counts = _CellCounts(battery.cells)
         self._last_rows: Dict[int, PowerRow] = {}  # each unit's last row, vanished readings held
         self._blind = {side.name: _Blind() for side in self._sides}
         self._alarms: Dict[str, int] = {name: OK for name in ALARM_NAMES}
@@ -722,7 +778,7 @@ class ChargeController:
             logger.warning(message, *args)
 
     def _check_settings(self) -> None:
-        c, n = self._cfg, self._bat.num_cells
+        c, n, cap = self._cfg, self._bat.cells or 15, self._bat.charge_voltage_cap
         if not c.enabled:
             logger.warning("charge.enabled is false: publishing the configured maximums only, no derating, "
                            "no cut-offs (CVL %.2f V, %.1f / %.1f A per battery)", self._fixed_voltage(n),
@@ -740,41 +796,20 @@ class ChargeController:
                 c.max_cell_voltage,
             )
         per_cell = min(c.bulk_cell_voltage, c.max_cell_voltage)
-        if self._bat.max_charge_voltage < n * per_cell:
+        if cap is not None and cap < n * per_cell:
             logger.warning(
                 "battery.max_charge_voltage %.2f V is below the bulk target %.2f V (%d cells x %.3f V): CVL stays at %.2f V",
-                self._bat.max_charge_voltage,
+                cap,
                 n * per_cell,
                 n,
                 per_cell,
-                self._bat.max_charge_voltage,
+                cap,
             )
         if self._sides[0].cell_curve(c.bulk_cell_voltage) <= 0.0:
             logger.warning(
                 "charge.charge_cell_voltage_curve allows no current at the bulk target %.3f V: float will never be reached",
                 c.bulk_cell_voltage,
             )
-
-    def _cells(self, units: Sequence[_Unit]) -> Tuple[int, int]:
-        """Cells in series for CVL (the smaller count) and for BatteryLowVoltage (the larger).
-
-        Every count reported during the run counts: a count that flips
-        between reads can only make both limits more careful, never less.
-        """
-        configured = self._bat.num_cells
-        self._counts_seen |= {u.cell_count for u in units if u.cell_count is not None}
-        reported = sorted(self._counts_seen)
-        if reported and reported != [configured]:
-            self._note(
-                "cells",
-                "battery.num_cells is %d but the units report %s cells: CVL counts %d, BatteryLowVoltage %d",
-                configured,
-                "/".join(str(r) for r in reported),
-                min(reported + [configured]),
-                max(reported + [configured]),
-            )
-        counts = reported + [configured]
-        return min(counts), max(counts)
 
     def _read(self, battery: Battery, summary: Optional[UnitSummary], now: float) -> _Unit:
         unit = _read_unit(battery, summary, now, self._last_rows.get(battery.address))
@@ -795,11 +830,16 @@ class ChargeController:
             self._seen |= present
         missing = sorted((set(bank.missing) | set(bank.expected) | self._seen) - present) if fresh else []
 
-        cells_cvl, cells_low = self._cells(units)
+        series = self._cell_counts.update(units)
+        cells_cvl, cells_low = series.cvl, series.low
         spread = self._spread(units)
         if not self._cfg.enabled:
             return self._fixed(units, summary, spread, cells_cvl, cells_low, missing)
-        charge_blind = self._blindness(units, fresh, charge=True)
+        charge_blind = self._blindness(units, fresh, charge=True) or series.unknown
+        if series.unknown is not None:
+            # Not a data gap that stale_charge_grace may bridge: no charge current at all until the count is known.
+            self._blind["charge"].grace = False
+            self._blind["charge"].last_cell = None
         discharge_blind = self._blindness(units, fresh, charge=False)
         incomplete = charge_blind or discharge_blind or (_plural(missing, "missing") if missing else None)
 
@@ -884,9 +924,12 @@ class ChargeController:
     # -- charge control off ------------------------------------------------
 
     def _fixed_voltage(self, cells: int) -> float:
-        """CVL with charge control off: battery.max_charge_voltage, under the 52.8 V ceiling of 15 cells."""
-        ceiling = PYLONTECH_15S_MAX_VOLTAGE if cells == 15 else self._bat.max_charge_voltage
-        return _floor(min(self._bat.max_charge_voltage, ceiling), 2)
+        """CVL with charge control off: battery.max_charge_voltage (auto: the cell count's ceiling),
+        under the 52.8 V ceiling of 15 cells."""
+        voltage = self._pack_ceiling(cells)[0]
+        if cells == 15:
+            voltage = min(voltage, PYLONTECH_15S_MAX_VOLTAGE)
+        return _floor(voltage, 2)
 
     def _fixed(self, units: Sequence[_Unit], summary: BankSummary, spread: Optional[float], cells: int,
                cells_low: int, missing: Sequence[int]) -> ChargeLimits:
@@ -1009,6 +1052,14 @@ class ChargeController:
         per_cell = max(c.bulk_cell_voltage, c.full_charge_cell_voltage) if self._full_due else c.bulk_cell_voltage
         return min(per_cell, c.max_cell_voltage)
 
+    def _pack_ceiling(self, cells: int) -> Candidate:
+        """battery.max_charge_voltage when set, else the ceiling for the cell count (auto)."""
+        cap = self._bat.charge_voltage_cap
+        if cap is not None:
+            return cap, Reason("pack max", "battery.max_charge_voltage %.2f V" % cap)
+        ceiling = AUTO_PACK_CEILINGS.get(cells, cells * LFP_CELL_MAX)
+        return ceiling, Reason("pack max", "%d-cell pack ceiling %.2f V" % (cells, ceiling))
+
     def _top(self, cells: int) -> Candidate:
         """The bulk target (the full-charge target while one is due), under every configured ceiling."""
         c = self._cfg
@@ -1019,10 +1070,7 @@ class ChargeController:
         else:
             reason = Reason("bulk", "bulk %.3f V x %d cells" % (c.bulk_cell_voltage, cells))
         ceilings: List[Candidate] = [
-            (
-                self._bat.max_charge_voltage,
-                Reason("pack max", "battery.max_charge_voltage %.2f V" % self._bat.max_charge_voltage),
-            ),
+            self._pack_ceiling(cells),
             (
                 cells * c.max_cell_voltage,
                 Reason("cell max", "max cell %.3f V x %d cells" % (c.max_cell_voltage, cells)),
@@ -1482,20 +1530,21 @@ class ChargeController:
                 "cell %s %.3f V" % (u.cell_low.id, u.cell_low.value),
             )
         if u.pack_voltage is not None:
+            unit_cells = u.cell_count or cells  # each unit's pack against its own cell count
             text = "B%d pack %.2f V" % (u.address, u.pack_voltage)
             a.threshold(
                 "HighVoltage",
                 u.pack_voltage,
-                cells * c.charge_cutoff_cell_voltage,
-                cells * LFP_CELL_MAX,
+                unit_cells * c.charge_cutoff_cell_voltage,
+                unit_cells * LFP_CELL_MAX,
                 True,
                 text,
             )
             a.threshold(
                 "LowVoltage",
                 u.pack_voltage,
-                cells * c.discharge_cutoff_cell_voltage,
-                cells * LFP_CELL_MIN,
+                unit_cells * c.discharge_cutoff_cell_voltage,
+                unit_cells * LFP_CELL_MIN,
                 False,
                 text,
             )

@@ -13,9 +13,15 @@ import dataclasses
 import os
 import socket
 from dataclasses import dataclass, field
-from typing import Any, Callable, Dict, List, Mapping, Optional, Tuple
+from typing import Any, Callable, Dict, List, Mapping, Optional, Tuple, Union
 
 import yaml
+
+# The value of a key the program finds out by itself from the console (serial.baud, battery.num_cells, ...).
+AUTO = "auto"
+# Bauds battery consoles use, in the order ``serial.baud: auto`` tries them: the common ones first
+# (115200: US2000/US3000/US5000/Force/Pytes; 19200: Extra2000).
+CONSOLE_BAUDS: Tuple[int, ...] = (115200, 19200, 9600, 57600, 38400)
 
 
 class ConfigError(Exception):
@@ -57,9 +63,9 @@ class MqttConfig:
 class SerialConfig:
     port: str = "/dev/ttyUSB0"
     reading_freq: float = 5.0  # seconds between polls
-    baud: int = 115200  # 115200 for US/Force/Pytes, 19200 for Extra2000
+    baud: Union[int, str] = AUTO  # auto: found on the console (and remembered); or a number, used as it is
     wakeup: str = "auto"  # auto: only when a line end gets no prompt; always; never
-    login_debug: bool = False  # send "login debug" after waking (Extra2000)
+    login_debug: Union[bool, str] = AUTO  # auto: only when the console refuses data commands in user mode
     command_timeout: float = 5.0  # seconds a reply may take before it is dropped
     cells_interval: float = 60.0  # seconds between reading every unit's "bat N"
     info_interval: float = 3600.0  # seconds between "info N" / "stat N" reads
@@ -69,10 +75,20 @@ class SerialConfig:
 @dataclass(frozen=True)
 class BatteryConfig:
     addresses: Tuple[int, ...] = ()  # empty = every unit the pwr table shows present
-    num_cells: int = 15  # 15 (48 V Pylontech) or 16 (51.2 V Pytes)
-    max_charge_voltage: float = 52.5  # V, pack; never exceeded
+    num_cells: Union[int, str] = AUTO  # auto: each unit's own count from the console; 15 or 16 can only lower limits
+    max_charge_voltage: Union[float, str] = AUTO  # V, pack; auto: the ceiling for the detected cell count
     max_charge_current: float = 25.0  # A per battery; the bank gets this x units online
     max_discharge_current: float = 25.0  # A per battery
+
+    @property
+    def cells(self) -> Optional[int]:
+        """``num_cells`` when the user set it; None for ``auto`` (each unit's count comes from the console)."""
+        return None if self.num_cells == AUTO else int(self.num_cells)
+
+    @property
+    def charge_voltage_cap(self) -> Optional[float]:
+        """``max_charge_voltage`` when the user set it; None for ``auto`` (the ceiling of the cell count)."""
+        return None if self.max_charge_voltage == AUTO else float(self.max_charge_voltage)
 
 
 @dataclass(frozen=True)
@@ -306,6 +322,18 @@ def _one_of(*choices: Any) -> Callable[[Any], Optional[str]]:
     return check
 
 
+def _auto_or(check: Callable[[Any], Optional[str]]) -> Callable[[Any], Optional[str]]:
+    """``check``, for a key that may also be ``auto``."""
+
+    def checked(value: Any) -> Optional[str]:
+        if value == AUTO:
+            return None
+        problem = check(value)
+        return problem + ", or auto" if problem else None
+
+    return checked
+
+
 def _addresses(value: Tuple[int, ...]) -> Optional[str]:
     if any(not 1 <= a <= 16 for a in value):
         return "addresses must be unit numbers 1 to 16, got %s" % list(value)
@@ -337,15 +365,15 @@ _CHECKS: Dict[str, Callable[[Any], Optional[str]]] = {
     "mqtt.port": _between(1, 65535),
     "mqtt.keepalive": _between(5, 3600),
     "serial.reading_freq": _between(0.5, 3600),
-    "serial.baud": _one_of(1200, 2400, 4800, 9600, 19200, 38400, 57600, 115200),
+    "serial.baud": _auto_or(_one_of(1200, 2400, 4800, 9600, 19200, 38400, 57600, 115200)),
     "serial.wakeup": _one_of("auto", "always", "never"),
     "serial.command_timeout": _between(0.5, 120),
     "serial.cells_interval": _between(0, 86400),
     "serial.info_interval": _between(0, 7 * 86400),
     "serial.stale_after": _between(1, 3600),
     "battery.addresses": _addresses,
-    "battery.num_cells": _one_of(15, 16),
-    "battery.max_charge_voltage": _between(40.0, 58.4),
+    "battery.num_cells": _auto_or(_one_of(15, 16)),
+    "battery.max_charge_voltage": _auto_or(_between(40.0, 58.4)),
     "battery.max_charge_current": _between(0, 500),
     "battery.max_discharge_current": _between(0, 500),
     "charge.bulk_cell_voltage": _between(3.30, 3.60),
@@ -411,8 +439,20 @@ def _type_name(tp: Any) -> str:
     return {bool: "true or false", int: "a whole number", float: "a number", str: "text"}.get(tp, str(tp))
 
 
+# Keys that take ``auto`` or a value of one type: (field type, the type of the value).
+_AUTO_OR = {Union[int, str]: int, Union[float, str]: float, Union[bool, str]: bool}
+
+
 def _coerce(key: str, tp: Any, value: Any, problems: List[str]) -> Any:
     """Convert a YAML value to the field's type, or record why it cannot be."""
+    if tp in _AUTO_OR:
+        if isinstance(value, str) and value.strip().lower() == AUTO:
+            return AUTO
+        inner = _AUTO_OR[tp]
+        converted = _coerce(key, inner, value, [])
+        if converted is None:
+            problems.append("%s: must be auto or %s, got %r" % (key, _type_name(inner), value))
+        return converted
     if tp is bool:
         if isinstance(value, bool):
             return value

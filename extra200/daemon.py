@@ -34,6 +34,7 @@ import time
 from dataclasses import dataclass
 from typing import Any, Callable, Dict, List, Optional, Set
 
+from .baudmemory import remember_baud, remembered_baud
 from .charge_limits import ChargeController, ChargeLimits
 from .charge_state import ChargeStateFile
 from .config import Config
@@ -108,6 +109,7 @@ class Daemon:
             wakeup=config.serial.wakeup,
             login_debug=config.serial.login_debug,
         )
+        self._baud_kept = self._recall_baud()
         self.reader = BankReader(self.console, config.serial, config.battery)
         self.controller = ChargeController(config.charge, config.battery)
         self.charge_state = ChargeStateFile(state_dir)
@@ -133,7 +135,7 @@ class Daemon:
         self._open_logged = False
         self.last_error = ""
         self.once_complete = False
-        self._cell_count_warned = False
+        self._high_voltage_logged = False
 
     # -- set-up --------------------------------------------------------------
     def start_outputs(self) -> None:
@@ -213,10 +215,31 @@ class Daemon:
         if self._open_logged:
             logger.info("serial console %s is usable again", self.port)
         else:
-            logger.info("serial console %s open at %d baud", self.port, self.config.serial.baud)
+            logger.info("serial console %s open at %d baud", self.port, self.console.baud)
+        self._keep_baud()
         self._open_logged = False
         self._open_delay = 0.0
         return True
+
+    def _recall_baud(self) -> Optional[int]:
+        """``serial.baud: auto``: try the baud that answered last time first."""
+        if not self.console.auto_baud:
+            return None
+        baud = remembered_baud(self.state_dir, self.port)
+        self.console.prefer_baud(baud)
+        return baud
+
+    def _keep_baud(self) -> None:
+        """Remember the baud that answered (auto), when it is not the one remembered already."""
+        baud = self.console.baud
+        if not self.console.auto_baud or baud == self._baud_kept or self.port.startswith("pylonsim:"):
+            return
+        try:
+            remember_baud(self.state_dir, self.port, baud)
+        except OSError as exc:
+            logger.warning("cannot remember the console baud in %s (%s); the next start detects it again",
+                           self.state_dir, exc)
+        self._baud_kept = baud
 
     def _note_open_failure(self, message: str) -> None:
         self.last_error = message
@@ -247,10 +270,12 @@ class Daemon:
                 self._rewake()
             return None
         now = time.monotonic()
+        if self._refuse_high_voltage(bank):
+            self._poll_failed(started)
+            return None
         self.stats.record_poll(True, now - started, now)
         self._failures_in_row = 0
         self.polls_ok += 1
-        self._check_cell_count(bank)
         summary = summarize_bank(bank)
         # Fresh means publishable: a bank whose every unit is unconfirmed this poll is not.
         fresh = summary.units_online > 0 and None not in (summary.voltage, summary.power, summary.soc)
@@ -264,25 +289,27 @@ class Daemon:
         self.last_limits = limits
         return PollOutcome(bank, summary, limits, fresh, now, bank.poll_time or time.time())
 
-    def _check_cell_count(self, bank: Bank) -> None:
-        """Warn once when the console reports another cell count than ``battery.num_cells``.
-
-        The charge limits are computed for the configured count, so a 16-cell
-        bank configured as 15 cells is charged too low (safe, but never full).
-        """
-        configured = self.config.battery.num_cells
-        counts = {b.cell_count for b in bank.present() if b.cell_count}
-        wrong = sorted(c for c in counts if c != configured)
-        if wrong and not self._cell_count_warned:
-            logger.warning("the console reports %s cells per battery but battery.num_cells is %d: "
-                           "set battery.num_cells (and battery.max_charge_voltage) to match", wrong, configured)
-            self._cell_count_warned = True
+    def _refuse_high_voltage(self, bank: Bank) -> bool:
+        """A high-voltage stack is refused (logged once): its limits are not a 48 V bank's, so nothing is published."""
+        stacks = bank.high_voltage_units()
+        if not stacks:
+            return False
+        unit = stacks[0]
+        self.last_error = ("battery %d is a high-voltage stack (%s V, %s cells), not a 48 V bank: not supported, "
+                           "nothing is published" % (unit.address, unit.row.voltage if unit.row else "?",
+                                                     unit.cell_count or "?"))
+        if not self._high_voltage_logged:
+            logger.error("%s", self.last_error)
+            self._high_voltage_logged = True
+        return True
 
     def _rewake(self) -> None:
         try:
             self.console.wake()
         except ConsoleError as exc:
             logger.debug("wake-up after failed polls: %s", exc)
+            return
+        self._keep_baud()
 
     def poll_budget(self) -> float:
         """Seconds a poll may spend on cells, identity and details after the bank's state.
@@ -423,9 +450,9 @@ class Daemon:
                         "connected" if self.link is not None and self.link.connected else "not connected",
                         self.link.messages_sent if self.link is not None else 0, self.last_error or "none")
 
-    def _cells_per_battery(self, bank: Bank) -> int:
+    def _cells_per_battery(self, bank: Bank) -> Optional[int]:
         counts = [b.cell_count for b in bank.present() if b.cell_count]
-        return max(counts) if counts else self.config.battery.num_cells
+        return max(counts) if counts else self.config.battery.cells
 
     # -- the loop --------------------------------------------------------------
     def run(self, stop: threading.Event) -> int:

@@ -845,7 +845,8 @@ class HomeAssistantPublisher:
 
     # -- building the devices ------------------------------------------------------
     def _cells_of(self, battery: Battery) -> int:
-        return battery.cell_count or self._config.battery.num_cells
+        # 15 only until the console tells (display: cell entities, stored energy; never a limit)
+        return battery.cell_count or self._config.battery.cells or 15
 
     def _identity(self, battery: Battery) -> Optional[str]:
         """The barcode, or before ``info`` was first read, the one last recorded at this address."""

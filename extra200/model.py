@@ -18,6 +18,10 @@ Conventions, kept everywhere:
 from dataclasses import dataclass, field
 from typing import Dict, List, Optional, Tuple
 
+# A 48 V pack (15 or 16 LiFePO4 cells) never reaches this; a high-voltage stack (Force H) is far above it.
+LV_PACK_MAX_VOLTAGE = 65.0  # V
+LV_MAX_CELLS = 16
+
 
 @dataclass(frozen=True)
 class PowerRow:
@@ -205,3 +209,9 @@ class Bank:
 
     def present(self) -> List[Battery]:
         return [b for _, b in sorted(self.batteries.items()) if b.present]
+
+    def high_voltage_units(self) -> List[Battery]:
+        """Present units that are high-voltage stacks (Force H: hundreds of volts, dozens of cells), not 48 V packs."""
+        return [b for b in self.present()
+                if (b.row is not None and b.row.voltage is not None and b.row.voltage > LV_PACK_MAX_VOLTAGE)
+                or (b.cell_count or 0) > LV_MAX_CELLS]

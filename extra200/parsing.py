@@ -481,11 +481,28 @@ def _read_pct_mah(row: _Row) -> Tuple[object, ...]:
     return (soc, charge)
 
 
-def _read_mah(row: _Row) -> Tuple[object, ...]:
-    """``44628 mAH`` (bat variant A) or ``73100        mAH`` (variant D)."""
-    charge = _amp_hours(row.take())
-    row.take_unit("mAH")
-    return (charge,)
+_CHARGE_UNITS = {"mah": 1000.0, "ah": 1.0}  # a bat table's Coulomb unit -> per Ah
+
+
+def _read_cell_charge(row: _Row) -> Tuple[object, object]:
+    """A bat ``Coulomb`` that carries its own unit, with or without a SoC before it:
+    ``89%  42586 mAH``, ``11500 mAH`` (older firmware) or the same in ``AH``: (SoC or None, Ah)."""
+    token = row.take()
+    soc = None
+    if token.endswith("%"):
+        soc = _percent(token)
+        token = row.take()
+    number = _int(token)
+    unit = row.take()
+    scale = _CHARGE_UNITS.get(unit.lower())
+    if scale is None:
+        raise _Bad("unit %r after %s where mAH or AH belongs" % (unit, token))
+    return (soc, _in_range(number / scale, (0.0, MAX_AMP_HOURS), "charge (Ah)"))
+
+
+def _read_cell_charge_after_soc(row: _Row) -> Tuple[object, ...]:
+    """The same beside a SOC column: its own percentage, if printed, is checked and dropped."""
+    return (_read_cell_charge(row)[1],)
 
 
 def _read_force_cell_ah(row: _Row) -> Tuple[object, ...]:
@@ -586,8 +603,8 @@ _BAT_COLUMNS = {
     "CTemp. State": _single(_EXTRA, _state),
     # Right-aligned percentages (' 9%' vs '17%', '100%') move what follows.
     "SOC": _single("soc", _percent, loose=True),
-    # Without a SOC column the Coulomb column carries "NN%  NNNNN mAH".
-    "Coulomb": _Spec(("soc", "coulomb"), _read_pct_mah, loose=True),
+    # Without a SOC column the Coulomb column carries "NN%  NNNNN mAH" (older firmware: "NNNNN mAH").
+    "Coulomb": _Spec(("soc", "coulomb"), _read_cell_charge, loose=True),
     "BAL": _single("balancing", _flag, loose=True, back=1),
     "Bal": _single("balancing", _flag, loose=True, back=1),
     "AH(mAH)": _Spec(("soc", "coulomb"), _read_force_cell_ah, loose=True),
@@ -595,7 +612,7 @@ _BAT_COLUMNS = {
 }
 # With a SOC column: "44628 mAH", right-aligned, one place left of its header
 # when the SOC has two digits.
-_BAT_COULOMB_AFTER_SOC = _Spec(("coulomb",), _read_mah, loose=True, low=-1, back=2)
+_BAT_COULOMB_AFTER_SOC = _Spec(("coulomb",), _read_cell_charge_after_soc, loose=True, low=-1, back=2)
 
 
 class _Column:

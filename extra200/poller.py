@@ -121,6 +121,10 @@ class BankReader:
         self._present: List[int] = []
         self._jumps = JumpGuard()
         self._state_time: Optional[float] = None
+        # When each unit's "bat N" / "pwr N" was last asked, answered or not: a reply that keeps failing
+        # to parse is asked again once per cells_interval, not on every poll.
+        self._asked: Dict[Tuple[str, int], float] = {}
+        self._units_by_detail: Optional[Tuple[int, ...]] = None  # no pwr table, no addresses: found once
         self.polls = 0
         # The daemon's stop request: the poll ends before the next command instead of after all of them.
         self.stopping: Callable[[], bool] = lambda: False
@@ -270,8 +274,8 @@ class BankReader:
             for address in self._present:
                 battery = self.batteries[address]
                 # A protection signal in pwr N stops a charge limit: read it every poll until it clears.
-                if full or battery.detail is None or battery.detail_due or detail_signals_protection(battery.detail) \
-                        or self._due(battery.detail_time, self._serial.info_interval, now):
+                if full or battery.detail_due or detail_signals_protection(battery.detail) \
+                        or self._detail_due(battery, now):
                     if self._past(deadline):
                         return
                     self._read_detail(battery, now)
@@ -317,6 +321,7 @@ class BankReader:
         self._doubt("bat %d" % battery.address, "contradicts the pwr table (%s): neither is believed until "
                     "a fresh cell table agrees" % why)
         battery.cells_time = None  # re-read it at the next poll
+        self._asked.pop(("bat", battery.address), None)
         return dataclasses.replace(battery, row=without_cell_extremes(row), cells=None)
 
     def _read_rows(self) -> Optional[List[PowerRow]]:
@@ -329,10 +334,10 @@ class BankReader:
         return self._rows_from_details()
 
     def _rows_from_details(self) -> Optional[List[PowerRow]]:
-        """Old firmware without the ``pwr`` table: one ``pwr N`` per configured unit."""
+        """Old firmware without the ``pwr`` table: one ``pwr N`` per configured (or found) unit."""
         rows: List[PowerRow] = []
         now = self._clock()
-        for address in self._expected or (1,):
+        for address in self._expected or self._find_units_by_detail():
             try:
                 detail = self._ask("pwr %d" % address, parse_power_detail, reject_family=False)
             except _Rejected:
@@ -346,7 +351,42 @@ class BankReader:
             rows.append(_row_from_detail(PowerRow(address=address, present=True), detail))
         return rows
 
+    def _detail_due(self, battery: Battery, now: float) -> bool:
+        if battery.detail is None:  # never read: again once per cells_interval until it answers
+            return self._due(self._asked.get(("pwr", battery.address)), self._serial.cells_interval, now)
+        return self._due(battery.detail_time, self._serial.info_interval, now)
+
+    def _last_asked(self, kind: str, address: int, answered: Optional[float]) -> Optional[float]:
+        """The later of the last good read and the last try (None: never tried)."""
+        tried = self._asked.get((kind, address))
+        return answered if tried is None else max(tried, answered or tried)
+
+    def _find_units_by_detail(self) -> Tuple[int, ...]:
+        """Without ``battery.addresses``: the units answering ``pwr N`` from 1 up to the first that does not.
+
+        Found once per run (a unit added later needs a restart, or ``battery.addresses``); a
+        console error before any answer is not taken as "no units": unit 1 is polled, and
+        the search runs again next poll.
+        """
+        if self._units_by_detail is not None:
+            return self._units_by_detail
+        found: List[int] = []
+        for address in range(1, 17):
+            try:
+                reply = self._console.command("pwr %d" % address)
+            except ConsoleError as exc:
+                logger.debug("looking for units: pwr %d failed: %s", address, exc)
+                return tuple(found) or (1,)
+            if not reply.ok:
+                break
+            found.append(address)
+        self._units_by_detail = tuple(found) or (1,)
+        logger.info("no pwr table and no battery.addresses: polling the units that answer 'pwr N': %s",
+                    ", ".join(str(a) for a in self._units_by_detail))
+        return self._units_by_detail
+
     def _read_detail(self, battery: Battery, now: float) -> None:
+        self._asked[("pwr", battery.address)] = now
         detail = self._ask("pwr %d" % battery.address, parse_power_detail)
         if detail is not None:
             battery.detail = detail
@@ -358,10 +398,12 @@ class BankReader:
         if every or interval == 0:
             due = list(present)
         else:
-            unknown = [a for a in present if self.batteries[a].cells_time is None]
-            old = [a for a in present if a not in unknown and self._due(self.batteries[a].cells_time, interval, now)]
-            # Oldest first, one unit per poll: the bank refreshes fast, cells follow round-robin.
-            old.sort(key=lambda a: self.batteries[a].cells_time or 0.0)
+            asked = {a: self._last_asked("bat", a, self.batteries[a].cells_time) for a in present}
+            # Never read first (a reply that keeps failing is asked again once per interval), then the
+            # oldest, one unit per poll: the bank refreshes fast, cells follow round-robin.
+            unknown = [a for a in present if self.batteries[a].cells_time is None and self._due(asked[a], interval, now)]
+            old = [a for a in present if a not in unknown and self._due(asked[a], interval, now)]
+            old.sort(key=lambda a: asked[a] or 0.0)
             due = unknown + old[:1]
         for address in due:
             if self._past(deadline):
@@ -369,6 +411,7 @@ class BankReader:
             self._read_cells_of(address)
 
     def _read_cells_of(self, address: int) -> None:
+        self._asked[("bat", address)] = self._clock()
         battery = self.batteries[address]
         cells = battery.info.cell_count if battery.info is not None else None
         table = self._ask("bat %d" % address, lambda text, a=address, n=cells: parse_cell_table(text, a, n))

@@ -15,10 +15,11 @@ import importlib
 import logging
 import re
 import time
-from typing import Callable, NoReturn, Optional, Tuple
+from typing import Callable, NoReturn, Optional, Tuple, Union
 
 import serial
 
+from extra200.config import AUTO, CONSOLE_BAUDS
 from extra200.framing import PAGE_PROMPT, FramingError, Reply, ReplyAssembler
 
 logger = logging.getLogger(__name__)
@@ -29,6 +30,8 @@ WAKE_BAUD = 1200
 LINE_END = b"\r\n"
 LOGIN_COMMAND = "login debug"
 WAKEUP_MODES = ("auto", "always", "never")
+# Commands a console in user mode may refuse as unknown until "login debug" (Extra2000).
+_DEBUG_COMMANDS = ("pwr", "bat", "info", "stat")
 
 _POLL = 0.2  # longest single blocking read: how late a deadline or a quiet line is noticed
 _WAKE_MARGIN = 0.3  # after the wake frame has clocked out (USB adapters buffer a little)
@@ -127,15 +130,18 @@ class Console:
     def __init__(
         self,
         url: str,
-        baud: int = 115200,
+        baud: Union[int, str] = 115200,
         command_timeout: float = 5.0,
         wakeup: str = "auto",
-        login_debug: bool = False,
+        login_debug: Union[bool, str] = False,
     ) -> None:
+        """``baud`` ``auto``: found by ``wake`` among ``CONSOLE_BAUDS`` (``baud`` then says which answered).
+        ``login_debug`` ``auto``: log in only when the console refuses a data command as unknown."""
         if wakeup not in WAKEUP_MODES:
             raise ValueError("wakeup must be one of %s, not %r" % (", ".join(WAKEUP_MODES), wakeup))
         self.url = url
-        self.baud = baud
+        self.auto_baud = baud == AUTO
+        self.baud = CONSOLE_BAUDS[0] if self.auto_baud else int(baud)
         self.command_timeout = command_timeout
         self.wakeup = wakeup
         self.login_debug = login_debug
@@ -149,6 +155,7 @@ class Console:
         # The owner's stop request: a pending exchange ends within one port timeout (_POLL)
         # instead of waiting out ``command_timeout``, so a service stops in time.
         self.interrupted: Callable[[], bool] = lambda: False
+        self._auto_login_tried = False
 
     # -- port --------------------------------------------------------------
 
@@ -182,6 +189,7 @@ class Console:
             raise PortUnavailable("cannot open: %s" % reason, port=self.url) from exc
         self._port = port
         self._need_login = False
+        self._auto_login_tried = False
         logger.info("opened %s at %d baud", self.url, self.baud)
 
     def close(self) -> None:
@@ -215,22 +223,22 @@ class Console:
         self._probe_garbage = 0
         prompt: Optional[str] = None
         if self.wakeup != "always":
-            prompt = self._probe(self.probes_before_wake, what)
+            prompt = self._probe_bauds(self.probes_before_wake, what)
         if prompt is None and self.wakeup != "never":
             logger.info("%s: sending the wake-up frame at %d baud", self.url, WAKE_BAUD)
             self._send_wake_frame(what)
-            prompt = self._probe(self.probes_after_wake, what)
+            prompt = self._probe_bauds(self.probes_after_wake, what)
         if prompt is None:
             hint = "" if self.wakeup == "never" else " even after the wake-up frame"
             if self._probe_garbage:
-                message = "no prompt%s, only %d bytes of garbage: %s" % (hint, self._probe_garbage, _GARBAGE_HINT % self.baud)
+                message = "no prompt%s, only %d bytes of garbage: %s" % (hint, self._probe_garbage, self._baud_hint(True))
             else:
-                message = ("no prompt%s: check the cable (Console port, TX/RX/GND), the baud rate (%d) "
-                           "and that the battery is on" % (hint, self.baud))
+                message = ("no prompt%s: check the cable (Console port, TX/RX/GND), %s "
+                           "and that the battery is on" % (hint, self._baud_hint(False)))
             logger.debug("%s: %s", self.url, message)
             raise ConsoleSilent(message, port=self.url, command=what)
         logger.debug("%s: awake, prompt %r", self.url, prompt)
-        if self.login_debug and not prompt.endswith("_debug>"):
+        if self._login_after_wake() and not prompt.endswith("_debug>"):
             self._login()
 
     def _probe(self, tries: int, what: str) -> Optional[str]:
@@ -246,6 +254,56 @@ class Console:
                 self._drain(what)
                 return _PROMPT_SEEN.findall(data)[-1].decode("ascii")
         return None
+
+    # -- the console's baud (serial.baud: auto) ---------------------------------
+
+    def prefer_baud(self, baud: Optional[int]) -> None:
+        """With ``serial.baud: auto``, try ``baud`` first (the one that answered last time)."""
+        if self.auto_baud and baud in CONSOLE_BAUDS and not self.is_open:
+            self.baud = baud
+
+    def _probe_bauds(self, tries: int, what: str) -> Optional[str]:
+        """``_probe`` at the current baud; with ``auto``, then once at each other baud consoles use.
+
+        A console at another baud hears garbage and answers garbage (or
+        nothing): only a prompt at the right baud is text.  Nothing found:
+        back at the baud tried first.
+        """
+        prompt = self._probe(tries, what)
+        if prompt is not None or not self.auto_baud:
+            return prompt
+        first = self.baud
+        for baud in CONSOLE_BAUDS:
+            if baud == first:
+                continue
+            self._set_baud(baud, what)
+            # A second prompt confirms it: garbage at a wrong baud never looks like one twice in a row.
+            prompt = self._probe(1, what) and self._probe(1, what)
+            if prompt is not None:
+                logger.info("%s: the console answers at %d baud", self.url, baud)
+                return prompt
+        self._set_baud(first, what)
+        return None
+
+    def _set_baud(self, baud: int, what: str) -> None:
+        port = self._require_open(what)
+        logger.debug("%s: trying %d baud", self.url, baud)
+        try:
+            port.baudrate = baud
+        except (serial.SerialException, OSError) as exc:
+            self._lost(exc, what)
+        self.baud = baud
+
+    def _baud_hint(self, garbage: bool) -> str:
+        """What to check about the baud when no prompt came."""
+        others = ", ".join(str(b) for b in CONSOLE_BAUDS if b != self.baud)
+        if self.auto_baud:
+            tried = "no prompt at %s baud (serial.baud: auto tried each)" % ", ".join(str(b) for b in CONSOLE_BAUDS)
+            return tried + ("; the wrong port (RS485/CAN instead of Console) or a missing RS232 level converter"
+                            if garbage else "")
+        if garbage:
+            return _GARBAGE_HINT % self.baud + "; bauds worth trying: %s, or serial.baud: auto" % others
+        return "the baud rate (%d; consoles also use %s: serial.baud: auto tries them)" % (self.baud, others)
 
     def _send_wake_frame(self, what: str) -> None:
         port = self._require_open(what)
@@ -263,6 +321,21 @@ class Console:
         except (serial.SerialException, OSError) as exc:
             self._lost(exc, what)
         self._discard_waiting(what)
+
+    def _login_after_wake(self) -> bool:
+        """Log in after waking: when configured, or (auto) when this console needed it before."""
+        return self.login_debug is True or (self.login_debug == AUTO and self._debug_confirmed)
+
+    def _login_needed_for(self, command: str, reply: Reply) -> bool:
+        """``login_debug: auto``: a data command refused as unknown in user mode asks for one login."""
+        if self.login_debug != AUTO or self._auto_login_tried or reply.ok:
+            return False
+        refused = (reply.error or "").strip().startswith("Unknown command")
+        if not refused or reply.prompt.endswith("_debug>") or command.split()[0] not in _DEBUG_COMMANDS:
+            return False
+        self._auto_login_tried = True
+        logger.info("%s: the console refuses %r in user mode; logging in with 'login debug'", self.url, command)
+        return True
 
     def _login(self) -> None:
         """Send ``login debug`` and check that a debug prompt comes back."""
@@ -326,6 +399,9 @@ class Console:
             self._resync(command)
             raise ConsoleGarbled(str(exc), port=self.url, command=command, raw=assembler.raw_bytes()) from exc
         self._watch_mode(reply.prompt)
+        if self._login_needed_for(command, reply):
+            self._login()
+            return self.command(command, timeout)
         return reply
 
     def _incomplete(self, assembler: ReplyAssembler, limit: float) -> ConsoleError:

@@ -73,6 +73,8 @@ def unit(
     table = None
     if table_time is not None:
         table = CellTable(address, tuple(CellRow(i, voltage=v, temperature=temp, voltage_state="Normal", temperature_state="Normal") for i, v in enumerate(cells)))
+    # The console tells each unit's cell count (info N Cell Number), as on the daemon's first poll.
+    info = dataclasses.replace(info or DeviceInfo(), cell_count=(info.cell_count if info else None) or len(cells))
     return Battery(address, row=power_row, cells=table, cells_time=table_time, info=info, detail=detail, row_time=0.0)
 
 
@@ -178,13 +180,53 @@ def test_defaults_for_a_healthy_15_cell_bank() -> None:
     assert limits.diagnostic == "Bulk | CVL 51.75 V: bulk 3.450 V x 15 cells | CCL 50.0 A: max 25.0 A x 2 units | DCL 50.0 A: max 25.0 A x 2 units"
 
 
-def test_16_cells_need_a_higher_pack_maximum() -> None:
-    capped = poll(controller(num_cells=16), pair(cells_of(3.30, 16)), 0.0)
+def test_16_cells_by_default_and_a_configured_maximum_still_caps() -> None:
+    auto = poll(controller(), pair(cells_of(3.30, 16)), 0.0)
+    assert auto.charge_voltage == 55.2 and auto.voltage_reason == "bulk 3.450 V x 16 cells"
+    assert auto.battery_low_voltage == 46.4
+    assert raised(auto) == {}  # a 16-cell pack at 52.8 V is no high voltage
+    capped = poll(controller(num_cells=16, max_charge_voltage=52.5), pair(cells_of(3.30, 16)), 0.0)
     assert capped.charge_voltage == 52.5
     assert capped.voltage_reason == "battery.max_charge_voltage 52.50 V"
-    assert capped.battery_low_voltage == 46.4
-    free = poll(controller(num_cells=16, max_charge_voltage=56.0), pair(cells_of(3.30, 16)), 0.0)
-    assert free.charge_voltage == 55.2
+
+
+def test_the_16_cell_auto_ceiling_is_56_v() -> None:
+    charge = ChargeConfig(bulk_cell_voltage=3.55, max_cell_voltage=3.60)
+    limits = poll(controller(charge), pair(cells_of(3.30, 16)), 0.0)
+    assert limits.charge_voltage == 56.0
+    assert limits.voltage_reason == "16-cell pack ceiling 56.00 V"
+
+
+def test_the_old_shipped_15_cell_config_on_a_16_cell_console_never_raises(caplog: pytest.LogCaptureFixture) -> None:
+    """num_cells: 15 and max_charge_voltage: 52.5 (the old shipped file) on Pytes: the lower count wins, said once."""
+    ctl = controller(num_cells=15, max_charge_voltage=52.5)
+    for now in (0.0, 5.0):
+        limits = poll(ctl, pair(cells_of(3.33, 16)), now)
+    assert limits.charge_voltage == 51.75
+    assert limits.battery_low_voltage == 46.4
+    assert raised(limits) == {}  # 53.3 V is not high for 16 cells
+    assert caplog.text.count("battery.num_cells is 15 but the console reports 16 cells") == 1
+
+
+def test_a_mixed_bank_charges_to_the_15_cell_limit() -> None:
+    mixed = bank(unit(1, cells_of(3.30)), unit(2, cells_of(3.30, 16)))
+    limits = poll(controller(), mixed, 0.0)
+    assert limits.charge_voltage == 51.75  # the lower wins: 15 x 3.45, under the 52.8 V ceiling
+    assert limits.battery_low_voltage == 46.4
+    assert limits.charge_current == 50.0
+
+
+def test_no_charge_current_until_every_units_cell_count_is_known() -> None:
+    ctl = controller(charge=ChargeConfig(stale_charge_grace=60.0))
+    known_pair = pair(cells_of(3.30, 16))
+    assert poll(ctl, known_pair, 0.0).charge_current == 50.0
+    newcomer = unit(3, cells_of(3.30, 16))
+    newcomer.info = None  # no bat N table, no info yet
+    limits = poll(ctl, bank(*known_pair.present(), newcomer), 5.0)
+    assert limits.charge_current == 0.0  # at once, whatever stale_charge_grace says
+    assert "unit 3 cell count not known yet" in limits.charge_reason
+    assert limits.charge_voltage <= 15 * 3.375 + 1e-9  # counted as 15 cells (the lower), at most float
+    assert limits.discharge_current > 0.0
 
 
 def test_15_cells_never_above_52_8_v_whatever_the_settings() -> None:
@@ -200,7 +242,7 @@ def test_a_unit_reporting_fewer_cells_than_configured_lowers_cvl(caplog: pytest.
     limits = poll(ctl, pair(cells_of(3.30), info=info), 0.0)
     assert limits.charge_voltage == 51.75  # 15 x 3.45: never the 16-cell value on a 15-cell pack
     assert limits.battery_low_voltage == 46.4  # the larger count: the safer low limit
-    assert "battery.num_cells is 16 but the units report 15 cells" in caplog.text
+    assert "battery.num_cells is 16 but the console reports 15 cells" in caplog.text
 
 
 def test_bms_rating_from_info_scaled_by_units_online() -> None:
@@ -558,8 +600,8 @@ def settings_pair(draw: Draw) -> Tuple[ChargeConfig, BatteryConfig]:
         stale_discharge_grace=draw(st.sampled_from([0.0, 600.0])),
     )
     battery = BatteryConfig(
-        num_cells=draw(st.sampled_from([15, 16])),
-        max_charge_voltage=draw(st.floats(40.0, 58.4)),
+        num_cells=draw(st.sampled_from([15, 16, "auto"])),
+        max_charge_voltage=draw(st.one_of(st.floats(40.0, 58.4), st.just("auto"))),
         max_charge_current=draw(st.floats(0, 200)),
         max_discharge_current=draw(st.floats(0, 200)),
     )
@@ -642,25 +684,35 @@ QUANTUM = {"charge_voltage": 0.01, "charge_current": 0.1, "discharge_current": 0
 def test_properties_over_random_banks(config: Tuple[ChargeConfig, BatteryConfig], n_units: int, data: Any) -> None:
     charge, battery = config
     ctl = ChargeController(charge, battery)
-    cells = battery.num_cells
     now = 1000.0
+    seen: Dict[int, set] = {}  # cell counts each unit reported so far
     history: List[Tuple[float, ChargeLimits, int]] = []  # (time, limits, units online)
     last_down: Dict[str, float] = {}
     counts_seen = {cells}
     for _ in range(data.draw(st.integers(1, 10), label="polls")):
         now += data.draw(st.sampled_from([1.0, 5.0, 30.0, 120.0]), label="dt")
         fresh = data.draw(st.sampled_from([True, True, True, True, False]), label="fresh")
-        units = [data.draw(random_unit(a, cells, now), label="unit %d" % a) for a in range(1, n_units + 1)]
+        units = [data.draw(random_unit(a, battery.cells or data.draw(st.sampled_from([15, 16]), label="cells"), now),
+                           label="unit %d" % a) for a in range(1, n_units + 1)]
         the_bank = bank(*units)
         limits = poll(ctl, the_bank, now, fresh)
         present = the_bank.present() if fresh else []
+        for b in present:
+            if b.cell_count in (15, 16):
+                seen.setdefault(b.address, set()).add(b.cell_count)
 
-        # CVL: never above the pack maximum, cells x max cell voltage, 52.8 V for 15 cells
-        reported = {b.cell_count for b in present if b.cell_count in (15, 16)}
-        assert limits.charge_voltage <= battery.max_charge_voltage + 1e-9
+        # CVL: never above the pack maximum, the fewest cells x max cell voltage, 52.8 V for 15 cells
+        unknown = [b.address for b in present if not seen.get(b.address)]
+        counts = set().union(*(seen.get(b.address, set()) for b in present)) | ({battery.cells} - {None})
+        cells = min(counts | ({15} if unknown or not counts else set()))
+        cap = battery.charge_voltage_cap
+        assert limits.charge_voltage <= (56.0 if cap is None else cap) + 1e-9
         assert limits.charge_voltage <= cells * charge.max_cell_voltage + 1e-9
-        if cells == 15 or 15 in reported:
+        if cells == 15:
             assert limits.charge_voltage <= 52.8
+        # no charge current while a present unit's cell count is unknown
+        if unknown:
+            assert limits.charge_current == 0.0
 
         # CCL / DCL: never above any cap (without fresh data: never above the last value, checked below)
         online = len(present)

@@ -93,12 +93,15 @@ class Rules:
 
     def ceiling(self, cells: int) -> float:
         """The highest CVL any rule allows (bulk target, pack maximum, cell maximum, 52.8 V on 15 cells);
-        a run that makes a full charge fall due (within the hour) allows its higher target."""
+        a run that makes a full charge fall due (within the hour) allows its higher target.
+
+        The pack maximum: ``battery.max_charge_voltage``, or with ``auto`` 52.8 V for 15 cells, 56.0 V for 16."""
         c = self.charge
         per_cell = c.bulk_cell_voltage
         if 0 < c.full_charge_days * 86400.0 < 3600.0:
             per_cell = max(per_cell, c.full_charge_cell_voltage)
-        top = min(self.battery.max_charge_voltage, cells * c.max_cell_voltage, cells * per_cell)
+        pack = self.battery.charge_voltage_cap or {15: 52.8, 16: 56.0}[cells]
+        top = min(pack, cells * c.max_cell_voltage, cells * per_cell)
         return min(top, 52.8) if cells == 15 else top
 
     def float_voltage(self, cells: int) -> float:
@@ -172,7 +175,7 @@ def rule_problems(m: Message, rules: Rules) -> List[str]:
     c = rules.charge
     info, system, io, alarms = m.body["Info"], m.body["System"], m.body["Io"], m.body.get("Alarms", {})
     online = system["NrOfModulesOnline"]
-    cells = system.get("NrOfCellsPerBattery", rules.battery.num_cells)
+    cells = system.get("NrOfCellsPerBattery", rules.battery.cells or 15)
     cap_c, cap_d = rules.cap(True, online), rules.cap(False, online)
 
     def at_most(name: str, value: float, limit: float, why: str) -> None:

@@ -76,9 +76,50 @@ def test_original_extra200tomqtt_file_loads_with_same_meaning():
     assert config.battery.max_charge_voltage == 51.0
     assert config.battery.max_charge_current == 50.0
     assert config.logging.level == "DEBUG"
-    # new keys get defaults
-    assert config.serial.baud == 115200
+    # new keys get defaults: the baud and the login are found on the console (it has no baud key:
+    # the original program always used 19200, the Extra2000's baud)
+    assert config.serial.baud == "auto" and config.serial.login_debug == "auto"
     assert config.mqtt.per_battery_topics is True
+    # its own battery keys keep their meaning: numbers, used as caps
+    assert config.battery.cells == 15 and config.battery.charge_voltage_cap == 51.0
+
+
+def test_found_on_the_console_by_default():
+    """Only the port and the broker need setting: baud, login, cells and the charge voltage ceiling are auto."""
+    config = parse_config({})
+    assert (config.serial.baud, config.serial.login_debug) == ("auto", "auto")
+    assert (config.battery.num_cells, config.battery.max_charge_voltage) == ("auto", "auto")
+    assert config.battery.cells is None and config.battery.charge_voltage_cap is None
+    shipped = load_config(os.path.join(ROOT, "config.yaml"))
+    assert (shipped.serial.baud, shipped.battery.num_cells, shipped.battery.max_charge_voltage) == ("auto",) * 3
+
+
+@pytest.mark.parametrize("section, key, value, expected", [
+    ("serial", "baud", "auto", "auto"),
+    ("serial", "baud", "AUTO", "auto"),
+    ("serial", "baud", 19200, 19200),
+    ("serial", "login_debug", True, True),
+    ("battery", "num_cells", 16, 16),
+    ("battery", "max_charge_voltage", 56, 56.0),
+    ("battery", "max_charge_voltage", "auto", "auto"),
+])
+def test_auto_or_a_value(section, key, value, expected):
+    config = parse_config({section: {key: value}})
+    assert getattr(getattr(config, section), key) == expected
+
+
+@pytest.mark.parametrize("section, key, value, problem", [
+    ("serial", "baud", "fast", "serial.baud: must be auto or a whole number, got 'fast'"),
+    ("serial", "baud", 12345, "serial.baud: must be one of"),
+    ("serial", "login_debug", "maybe", "serial.login_debug: must be auto or true or false"),
+    ("battery", "num_cells", 14, "battery.num_cells: must be one of 15, 16, got 14, or auto"),
+    ("battery", "num_cells", "automatic", "battery.num_cells: must be auto or a whole number"),
+    ("battery", "max_charge_voltage", 60, "battery.max_charge_voltage: must be between 40.0 and 58.4, got 60"),
+])
+def test_auto_keys_name_key_and_problem(section, key, value, problem):
+    with pytest.raises(ConfigError) as err:
+        parse_config({section: {key: value}})
+    assert len(err.value.problems) == 1 and err.value.problems[0].startswith(problem), err.value.problems
 
 
 def test_every_problem_is_reported_with_its_key():
@@ -96,7 +137,7 @@ def test_wrong_section_type_and_booleans():
     with pytest.raises(ConfigError) as err:
         parse_config({"mqtt": "yes", "serial": {"login_debug": "no"}})
     assert "mqtt: must be a section" in str(err.value)
-    assert "serial.login_debug: must be true or false" in str(err.value)
+    assert "serial.login_debug: must be auto or true or false" in str(err.value)
 
 
 def test_bad_yaml_names_the_line(tmp_path):

@@ -10,7 +10,7 @@ import time
 
 import pytest
 
-from daemon_helpers import DaemonProcess, write_config
+from daemon_helpers import ROOT, DaemonProcess, write_config
 from extra200.simulator import PtySimulator
 from mqtt_helpers import Recorder
 from victron_schema import problems
@@ -261,3 +261,185 @@ def test_dry_run_never_touches_the_state_directory(tmp_path, simulator):
         daemon.kill()
     assert not (state / "energy.json").exists()
     assert not state.exists() or os.listdir(str(state)) == []
+
+
+# -------------------------------------------- found on the console: baud, login, cells (no settings needed)
+
+FIXTURES = os.path.join(os.path.dirname(os.path.abspath(__file__)), "fixtures")
+
+
+def _with_values(text, changes):
+    """A config file's text with some written values replaced, every other byte as the user wrote it."""
+    for old, new in changes.items():
+        assert text.count(old) == 1, old
+        text = text.replace(old, new)
+    return text
+
+
+def _once(config, port, state_dir, timeout=120):
+    import subprocess
+    import sys
+    from daemon_helpers import ENTRY
+
+    return subprocess.run([sys.executable, ENTRY, "--config", str(config), "--port", port, "--state-dir", str(state_dir),
+                           "--once"], capture_output=True, text=True, timeout=timeout)
+
+
+def _remembered(state_dir):
+    with open(str(state_dir / "console-baud.json")) as handle:
+        return json.load(handle)
+
+
+def test_original_program_config_on_an_extra2000_at_19200(tmp_path, broker):
+    """The original program's file (no baud, no login key) on its battery: asleep, 19200 baud, login debug,
+    no pwr table.  Only the broker, the port and the log path are changed; it polls and publishes."""
+    sim = PtySimulator("extra2000", drift=False, link=str(tmp_path / "ttyUSB0"))
+    sim.start()
+    with open(os.path.join(FIXTURES, "config", "original-extra200tomqtt.yaml")) as handle:
+        original = handle.read()
+    config = tmp_path / "config.yaml"
+    config.write_text(_with_values(original, {
+        '"10.0.0.2"': '"127.0.0.1"', "port: 1883": "port: %d" % broker.port, '"/dev/ttyUSB0"': '"%s"' % sim.device,
+        "/opt/extra200tomqtt/ramdisk": str(tmp_path / "log")}))
+    recorder = Recorder(broker.port, ("victron-battery-middleware/#",))
+    daemon = DaemonProcess(str(config), sim.device, "--state-dir", str(tmp_path / "state")).start()
+    try:
+        assert recorder.wait_for(lambda t, p: t == "victron-battery-middleware/pylon", timeout=90), daemon.log()
+        assert daemon.terminate() == 0
+    finally:
+        daemon.kill()
+        recorder.close()
+        sim.stop()
+    log = daemon.log()
+    assert "the console answers at 19200 baud" in log and "logging in with 'login debug'" in log
+    assert "rejects 'pwr'" in log  # no pwr table: pwr N per configured address
+    assert _remembered(tmp_path / "state") == {"port": sim.device, "baud": 19200}
+    expected = expected_bank(sim)
+    bank = json.loads(recorder.on_topic("victron-battery-middleware/pylon")[-1])
+    assert problems(bank) == []
+    assert bank["Dc"]["Voltage"] == expected["voltage"] and bank["Soc"] == expected["soc"]
+    assert bank["System"]["NrOfModulesOnline"] == 2
+    assert bank["System"]["MinCellVoltage"] == expected["min_cell"]
+    # the original keys keep their meaning: its 51.0 V cap and 50 A per battery
+    assert bank["Info"]["MaxChargeVoltage"] == 51.0
+    assert 0 < bank["Info"]["MaxChargeCurrent"] <= 100.0
+
+
+def test_pytes_16_cells_on_the_shipped_config_gets_16_cell_limits(tmp_path):
+    """The shipped config.yaml, unchanged (only --port): a 16-cell Pytes bank charges to 16 x 3.45 V."""
+    sim = PtySimulator("pytes-16cell", drift=False)
+    sim.start()
+    try:
+        proc = _once(os.path.join(ROOT, "config.yaml"), sim.path, tmp_path / "state")
+    finally:
+        sim.stop()
+    assert proc.returncode == 0, proc.stderr
+    bank = json.loads(proc.stdout)["bank"]
+    assert problems(bank) == []
+    assert bank["Dc"]["Voltage"] > 52.8  # above any 15-cell limit
+    assert bank["Info"]["MaxChargeVoltage"] == 55.2
+    assert bank["Info"]["BatteryLowVoltage"] == 46.4
+    assert bank["Info"]["MaxChargeCurrent"] > 0 and bank["Io"]["AllowToCharge"] == 1
+    assert bank["Alarms"]["HighVoltage"] == 0
+    assert bank["System"]["NrOfCellsPerBattery"] == 16
+    assert "num_cells" not in proc.stderr  # nothing to complain about
+
+
+def test_a_mixed_15_and_16_cell_bank(tmp_path):
+    """Unit 2 has 16 cells, units 1 and 3 have 15: each unit's own cells; the bank charges to the 15-cell limit."""
+    import yaml
+
+    scenario = tmp_path / "mixed.yaml"
+    scenario.write_text(yaml.safe_dump({
+        "name": "US2000C x2 + Pytes", "firmware": "us2000c-b67", "units": 3, "clock": "2025-06-01 12:00:00",
+        "defaults": {"capacity": 50, "current": 2.0, "soc": 60, "cell_voltage": 3.33, "max_charge_current": 90,
+                     "max_discharge_current": 90},
+        "unit": {2: {"cells": 16, "capacity": 100}},
+    }))
+    sim = PtySimulator(str(scenario), drift=False)
+    sim.start()
+    try:
+        config = write_config(str(tmp_path), 1, "x")  # the defaults: baud, cells and ceiling auto
+        proc = _once(config, sim.path, tmp_path / "state")
+    finally:
+        sim.stop()
+    assert proc.returncode == 0, proc.stderr
+    result = json.loads(proc.stdout)
+    bank = result["bank"]
+    assert problems(bank) == []
+    assert bank["Info"]["MaxChargeVoltage"] == 51.75  # 15 x 3.45: the lower count wins in a parallel bank
+    assert bank["Info"]["BatteryLowVoltage"] == 46.4  # 16 x 2.90: the higher cut-off
+    assert bank["Info"]["MaxChargeCurrent"] > 0
+    assert bank["Alarms"]["HighVoltage"] == 0 and bank["Alarms"]["LowVoltage"] == 0
+    assert [len(b["Voltages"]) for b in result["batteries"]] == [15, 16, 15]
+
+
+def test_a_console_whose_baud_changes_between_two_runs(tmp_path):
+    """Auto baud, remembered per port: found at 115200, then the console runs at 19200; then tried first."""
+    link = str(tmp_path / "ttyUSB0")
+    state = tmp_path / "state"
+    config = write_config(str(tmp_path), 1, "x")
+    first = PtySimulator("us2000c-3", drift=False, link=link)
+    first.start()
+    try:
+        run1 = _once(config, link, state)
+    finally:
+        first.stop()
+    assert run1.returncode == 0, run1.stderr
+    assert _remembered(state) == {"port": link, "baud": 115200}
+
+    second = PtySimulator("us2000c-3", drift=False, link=link, console_baud=19200)
+    second.start()
+    try:
+        run2 = _once(config, link, state)
+        run3 = _once(config, link, state)
+    finally:
+        second.stop()
+    assert run2.returncode == 0, run2.stderr
+    assert "the console answers at 19200 baud" in run2.stderr
+    assert json.loads(run2.stdout)["bank"]["Dc"]["Voltage"] == expected_bank(second)["voltage"]
+    assert _remembered(state) == {"port": link, "baud": 19200}
+    assert run3.returncode == 0, run3.stderr
+    assert "at 19200 baud" in run3.stderr and "answers at" not in run3.stderr  # the remembered baud, at once
+
+
+def test_recovery_detects_the_baud_again_after_unplug_and_console_reboot(tmp_path, broker):
+    base = "e2ebaud"
+    link = str(tmp_path / "ttyUSB0")
+    sim = PtySimulator("us2000c-3", drift=False, link=link)
+    sim.start()
+    recorder = Recorder(broker.port, ("%s/#" % base,))
+    config = write_config(str(tmp_path), broker.port, base)
+    daemon = DaemonProcess(config, link).start()
+    try:
+        assert recorder.wait_for(lambda t, p: t == base + "/pylon", timeout=30), daemon.log()
+        sim.unplug()
+        sim.console.restart_at(57600)  # the battery comes back at another baud
+        time.sleep(2)
+        sim.replug()
+        assert recorder.wait_for(lambda t, p: t == base + "/pylon", timeout=90, after=recorder.count()), daemon.log()
+        assert daemon.wait_log("the console answers at 57600 baud", timeout=1), daemon.log()
+        assert daemon.terminate() == 0
+    finally:
+        daemon.kill()
+        recorder.close()
+        sim.stop()
+    assert _remembered(tmp_path / "state") == {"port": link, "baud": 57600}
+
+
+def test_a_high_voltage_stack_is_refused_not_published_as_48_v(tmp_path):
+    """Force H (a 400 V stack): the daemon says it is not supported and publishes nothing."""
+    fixtures = os.path.join(FIXTURES, "console")
+    replay = tmp_path / "replay"
+    replay.mkdir()
+    for name, command in (("pwr_force_hv.txt", "pwr"), ("bat_force_hv.txt", "bat_1")):
+        with open(os.path.join(fixtures, name)) as handle:
+            lines = handle.read().split("\n")
+        start = lines.index("@") + 1
+        end = next(i for i, line in enumerate(lines) if line.startswith("Command completed"))
+        (replay / (command + ".txt")).write_text("\n".join(lines[start:end]) + "\n")
+    config = write_config(str(tmp_path), 1, "x", serial={"baud": 115200})
+    proc = _once(config, "pylonsim://?replay=%s" % replay, tmp_path / "state")
+    assert proc.returncode == 1, proc.stdout
+    assert "high-voltage stack" in proc.stderr and "not supported" in proc.stderr
+    assert '"MaxChargeVoltage"' not in proc.stdout

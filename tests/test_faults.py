@@ -754,7 +754,7 @@ def test_one_changed_digit_in_any_column_is_never_published_nor_acted_on(tmp_pat
 def test_baud_mismatch(tmp_path: Any, broker: Mosquitto) -> None:
     sim = PtySimulator("us2000c-3", drift=False, console_baud=19200)
     sim.start()
-    wrong = Session(str(tmp_path / "wrong"), broker.port, sim.path, "fb")  # serial.baud: the 115200 default
+    wrong = Session(str(tmp_path / "wrong"), broker.port, sim.path, "fb", serial={"baud": 115200})  # a fixed baud
     try:
         assert wrong.daemon.wait_log("baud rate mismatch", timeout=30), wrong.log()
         time.sleep(7)  # more wake-up attempts (1, 2, 4 s apart)
@@ -764,11 +764,12 @@ def test_baud_mismatch(tmp_path: Any, broker: Mosquitto) -> None:
         mismatch = [w for w in wrong.warnings() if w[0] != "extra200.transport" and "baud rate mismatch" in w[1]]
         assert len(mismatch) == 1, mismatch
         assert "115200" in wrong.log() and wrong.repeated() == {}
+        assert "bauds worth trying: 19200, 9600, 57600, 38400, or serial.baud: auto" in wrong.log()
         assert wrong.daemon.terminate() == 0
     finally:
         wrong.close()
-    # The fault ends when the configuration names the console's baud.
-    right = Session(str(tmp_path / "right"), broker.port, sim.path, "fb", serial={"baud": 19200})
+    # The fault ends when the configuration names the console's baud, or leaves it to auto (the default).
+    right = Session(str(tmp_path / "right"), broker.port, sim.path, "fb")
     try:
         assert right.wait_status(b"online", 30), right.log()
         right.take_reference(sim)

@@ -9,6 +9,7 @@ or exactly the right record, never a wrong number.
 
 import dataclasses
 import os
+import re
 from typing import Callable, Dict, Iterable, List
 
 import pytest
@@ -703,3 +704,32 @@ def test_hv_system_voltage_must_match_bat_volt() -> None:
         parse_power_table(text.replace("301452 -1840 ", "30145  -1840 "))
     with pytest.raises(ParseError, match="Bat Volt"):
         parse_power_table(text.replace("Bat Volt       : 301440", "Bat Volt       : 30x440"))
+
+
+# -- bat tables whose Coulomb column carries its own unit -----------------------------------------------
+
+
+def _bat_b_with_coulomb(replace: Callable[["re.Match[str]"], str]) -> str:
+    """bat_b_15.txt with each ``NN%  NNNNN mAH`` rewritten (same right edge, so the columns still line up)."""
+    return re.sub(r"(\d+%)(\s+)(\d+) mAH", lambda m: replace(m).rjust(len(m.group(0))), fixture("bat_b_15.txt"))
+
+
+def test_an_older_bat_coulomb_without_percentage_is_read_by_its_unit() -> None:
+    table = parse_cell_table(_bat_b_with_coulomb(lambda m: "%s mAH" % m.group(3)), 1)
+    reference = parse_cell_table(fixture("bat_b_15.txt"), 1)
+    assert len(table.cells) == 15
+    assert [c.coulomb for c in table.cells] == [c.coulomb for c in reference.cells]
+    assert table.cells[0].coulomb == 37.99 and table.cells[0].soc is None
+    assert [c.voltage for c in table.cells] == [c.voltage for c in reference.cells]
+
+
+def test_a_bat_coulomb_in_ah_is_read_as_ah() -> None:
+    table = parse_cell_table(_bat_b_with_coulomb(lambda m: "%s%s%s AH" % (m.group(1), m.group(2), str(int(m.group(3)) // 1000).rjust(len(m.group(3))))), 1)
+    assert table.cells[0].coulomb == 37.0 and table.cells[0].soc == 76.0
+
+
+def test_a_bat_coulomb_in_an_unknown_unit_names_column_and_value() -> None:
+    with pytest.raises(ParseError) as caught:
+        parse_cell_table(_bat_b_with_coulomb(lambda m: "%s %s mWH" % (m.group(1), m.group(3))), 1)
+    message = str(caught.value)
+    assert "column Coulomb" in message and "'mWH'" in message and "37990" in message

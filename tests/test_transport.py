@@ -476,3 +476,112 @@ def test_simulator_at_the_wrong_baud_is_reported_as_garbage() -> None:
         console.probes_after_wake = 1
         with pytest.raises(ConsoleSilent, match="garbage: likely a baud rate mismatch"):
             console.wake()
+
+
+# --- serial.baud: auto, over a real pseudo-terminal (the simulator reads the client's termios baud) ---------
+
+
+@pytest.fixture
+def pty_console() -> Iterator[Callable[..., "object"]]:
+    """A simulated console on a pseudo-terminal: ``make(scenario, **overrides)`` -> the running PtySimulator."""
+    from extra200.simulator import PtySimulator
+
+    started: List[PtySimulator] = []
+
+    def make(scenario: str = "us2000c-3", **overrides: object) -> PtySimulator:
+        sim = PtySimulator(scenario, drift=False, **overrides)
+        sim.start()
+        started.append(sim)
+        return sim
+
+    yield make
+    for sim in started:
+        sim.stop()
+
+
+def quick(console: Console) -> Console:
+    """Shorter probes: the simulator answers a line end within milliseconds."""
+    console.probe_wait = 0.4
+    return console
+
+
+def test_auto_baud_finds_an_awake_console_at_19200(pty_console: Callable[..., object],
+                                                   caplog: pytest.LogCaptureFixture) -> None:
+    sim = pty_console(console_baud=19200)
+    caplog.set_level(logging.INFO, logger="extra200.transport")
+    with quick(Console(sim.path, baud="auto")) as console:  # type: ignore[attr-defined]
+        assert console.baud == 115200  # opened at the first candidate
+        console.wake()
+        assert console.baud == 19200
+        assert console.command("pwr").ok
+    assert "the console answers at 19200 baud" in caplog.text
+    assert "wake-up frame" not in caplog.text  # it was awake: found before any wake-up frame
+
+
+def test_auto_baud_and_login_wake_an_extra2000(pty_console: Callable[..., object]) -> None:
+    """Asleep at 19200 and refusing data commands in user mode: found, woken, logged in, without settings."""
+    sim = pty_console("extra2000")
+    with quick(Console(sim.path, baud="auto", login_debug="auto")) as console:  # type: ignore[attr-defined]
+        console.wake()
+        assert console.baud == 19200
+        reply = console.command("pwr 1")
+        assert reply.ok and reply.prompt == "pylon_debug>"
+        assert console.command("bat 1").ok
+
+
+def test_login_auto_leaves_a_console_that_needs_none_in_user_mode(pty_console: Callable[..., object]) -> None:
+    sim = pty_console()
+    with quick(Console(sim.path, baud="auto", login_debug="auto")) as console:  # type: ignore[attr-defined]
+        console.wake()
+        assert console.command("pwr").prompt == "pylon>"
+        unknown = console.command("soh")  # an unknown non-data command is not a reason to log in
+        assert not unknown.ok and unknown.prompt == "pylon>"
+
+
+def test_the_preferred_baud_is_tried_first(pty_console: Callable[..., object],
+                                            caplog: pytest.LogCaptureFixture) -> None:
+    sim = pty_console(console_baud=9600)
+    caplog.set_level(logging.DEBUG, logger="extra200.transport")
+    console = quick(Console(sim.path, baud="auto"))
+    console.prefer_baud(9600)
+    with console:
+        console.wake()
+        assert console.baud == 9600
+    assert "trying" not in caplog.text  # found at once: no other baud was tried
+
+
+def test_auto_baud_with_no_console_names_every_baud_tried(pty_console: Callable[..., object]) -> None:
+    sim = pty_console()
+    sim.bank.set_silent(True)  # type: ignore[attr-defined]
+    with quick(Console(sim.path, baud="auto", wakeup="never")) as console:  # type: ignore[attr-defined]
+        console.probes_before_wake = 1
+        with pytest.raises(ConsoleSilent) as caught:
+            console.wake()
+        assert console.baud == 115200  # back at the first one tried
+    assert "115200, 19200, 9600, 57600, 38400" in str(caught.value)
+
+
+def test_a_configured_baud_that_gets_garbage_names_bauds_worth_trying(pty_console: Callable[..., object]) -> None:
+    sim = pty_console(console_baud=19200)
+    with quick(Console(sim.path, baud=115200)) as console:  # type: ignore[attr-defined]
+        console.probes_before_wake = 1
+        console.probes_after_wake = 1
+        with pytest.raises(ConsoleSilent) as caught:
+            console.wake()
+        assert console.baud == 115200  # a configured baud is used as it is
+    message = str(caught.value)
+    assert "baud rate mismatch" in message and "19200, 9600, 57600, 38400" in message and "auto" in message
+
+
+def test_auto_baud_detects_again_after_the_console_restarts_at_another_baud(
+        pty_console: Callable[..., object]) -> None:
+    sim = pty_console()
+    with quick(Console(sim.path, baud="auto")) as console:  # type: ignore[attr-defined]
+        console.wake()
+        assert console.baud == 115200 and console.command("pwr").ok
+        sim.console.restart_at(38400)  # type: ignore[attr-defined]
+        with pytest.raises(ConsoleError):
+            console.command("pwr", timeout=1.0)
+        console.wake()  # what the daemon does after failed polls
+        assert console.baud == 38400
+        assert console.command("pwr").ok

@@ -169,10 +169,18 @@ class Console:
         self._input_free = 0.0
         self._edits: List[Tuple[str, Callable[[bytes], bytes]]] = []  # (command, rewrite) for coming replies
         self._replies_until_silent: Optional[int] = None
+        self._baud = scenario.console_baud
 
     @property
     def baud(self) -> int:
-        return self.scenario.console_baud
+        return self._baud
+
+    def restart_at(self, baud: int) -> None:
+        """The console comes back at another baud (a reboot after a firmware or setting change)."""
+        with self._lock:
+            self._baud = baud
+            self._line.clear()
+            self._paged = None
 
     def input_free_at(self) -> float:
         """When the last byte the client sent has reached the console."""
