@@ -688,7 +688,6 @@ def test_properties_over_random_banks(config: Tuple[ChargeConfig, BatteryConfig]
     seen: Dict[int, set] = {}  # cell counts each unit reported so far
     history: List[Tuple[float, ChargeLimits, int]] = []  # (time, limits, units online)
     last_down: Dict[str, float] = {}
-    counts_seen = {cells}
     for _ in range(data.draw(st.integers(1, 10), label="polls")):
         now += data.draw(st.sampled_from([1.0, 5.0, 30.0, 120.0]), label="dt")
         fresh = data.draw(st.sampled_from([True, True, True, True, False]), label="fresh")
@@ -739,7 +738,6 @@ def test_properties_over_random_banks(config: Tuple[ChargeConfig, BatteryConfig]
 
         # charging must stop (a cut-off, the window, no data without a grace): CVL stops the chargers too,
         # at most the pack's voltage (never below the discharge cut-off x cells)
-        counts_seen |= reported
         packs = known([b.row.voltage for b in present if b.row])
         must_stop = any(v >= charge.charge_cutoff_cell_voltage for v in highs) or any(
             t < charge.charge_min_temperature or t > charge.charge_max_temperature for t in temps
@@ -747,7 +745,7 @@ def test_properties_over_random_banks(config: Tuple[ChargeConfig, BatteryConfig]
               and not the_bank.missing and len(the_bank.present()) == len(the_bank.expected))
         if fresh and packs and must_stop:
             assert limits.charge_current == 0.0
-            floor = min(counts_seen) * charge.discharge_cutoff_cell_voltage
+            floor = cells * charge.discharge_cutoff_cell_voltage  # the fewest cells, as CVL counts them
             assert limits.charge_voltage <= max(min(packs), floor) + 1e-9, limits.voltage_reason
 
         if history:
@@ -911,8 +909,11 @@ def test_charge_control_off_publishes_the_configured_maximums(caplog: pytest.Log
     ctl = controller(ChargeConfig(enabled=False))
     assert "charge.enabled is false" in caplog.text
     limits = poll(ctl, pair(cells_of(3.40, high=3.56), temp=-5.0), 0.0)
-    assert (limits.charge_voltage, limits.charge_current, limits.discharge_current) == (52.5, 50.0, 50.0)
+    # max_charge_voltage auto: the 15-cell ceiling
+    assert (limits.charge_voltage, limits.charge_current, limits.discharge_current) == (52.8, 50.0, 50.0)
     assert limits.mode == "Off"
+    capped = poll(controller(ChargeConfig(enabled=False), max_charge_voltage=52.5), pair(cells_of(3.40)), 0.0)
+    assert capped.charge_voltage == 52.5
     assert limits.alarms["HighCellVoltage"] == 1  # alarms still tell
     assert poll(ctl, bank(absent(1), absent(2)), DT).charge_current == 0.0
 
@@ -1022,7 +1023,7 @@ def test_no_vanished_reading_raises_a_limit(config: Tuple[ChargeConfig, BatteryC
     charge, battery = config
     ctl = ChargeController(charge, battery)
     now = 1000.0
-    units = [data.draw(random_unit(a, battery.num_cells, now, whole=True), label="unit %d" % a) for a in range(1, n_units + 1)]
+    units = [data.draw(random_unit(a, battery.cells or 15, now, whole=True), label="unit %d" % a) for a in range(1, n_units + 1)]
     for _ in range(data.draw(st.integers(1, 4), label="polls before")):
         before = poll(ctl, bank(*units), now)
         now += DT
@@ -1050,7 +1051,7 @@ def test_limits_after_a_restart_are_never_above_those_before(
     now = 1000.0
     for _ in range(data.draw(st.integers(1, 8), label="polls")):
         now += data.draw(st.sampled_from([1.0, 5.0, 30.0]), label="dt")
-        units = [data.draw(random_unit(a, battery.num_cells, now), label="unit %d" % a) for a in range(1, n_units + 1)]
+        units = [data.draw(random_unit(a, battery.cells or 15, now), label="unit %d" % a) for a in range(1, n_units + 1)]
         before = poll(ctl, bank(*units), now, data.draw(st.sampled_from([True, True, False]), label="fresh"))
     saved = json.loads(json.dumps(ctl.state()))  # through the file's format
     age = data.draw(st.floats(0.0, 900.0), label="age")
