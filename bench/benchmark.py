@@ -99,12 +99,15 @@ def instrument(sim: PtySimulator) -> Wire:
     return wire
 
 
-def scenario(baud: int, units: int, cells: int) -> Dict[str, Any]:
-    """A US2000C-style bank (16-row pwr table) of ``units`` units of ``cells`` cells, discharging."""
+def scenario(baud: int, units: int, cells: int, firmware: str = "us2000c-b67") -> Dict[str, Any]:
+    """A bank of ``units`` units of ``cells`` cells, discharging: US2000C-style (16-row pwr table) by default;
+    ``extra2000``: no pwr table, asleep until the wake-up frame, data commands only after ``login debug``."""
     offsets = [0, 1, -1, 2, 0, 1, 0, -2, 1, 0, 2, -1, 0, 1, 0, 1][:cells]
+    extra = {"asleep": True, "login_required": True} if firmware == "extra2000" else {}
     return {
+        **extra,
         "name": "bench %d x %d cells at %d" % (units, cells, baud),
-        "firmware": "us2000c-b67",
+        "firmware": firmware,
         "console_baud": baud,
         "latency": LATENCY,
         "units": units,
@@ -288,21 +291,21 @@ def broker_log_lines(broker: Mosquitto) -> int:
 
 def run_case(baud: int, units: int, cells: int, duration: float, reading_freq: float, command: Optional[str],
              label: str, cycle_command: str = "pwr", link: Optional[str] = None, idle: bool = False,
-             bank_topic: Optional[str] = TOPIC_BASE + "/pylon") -> Run:
+             bank_topic: Optional[str] = TOPIC_BASE + "/pylon", firmware: str = "us2000c-b67") -> Run:
     """One program (the daemon, or ``command``) against a fresh broker and simulated bank, for ``duration``
     seconds of steady polling."""
     broker = Mosquitto().start()
     try:
         return _measure(broker, baud, units, cells, duration, reading_freq, command, label, cycle_command, link, idle,
-                        bank_topic)
+                        bank_topic, firmware)
     finally:
         broker.close()
 
 
 def _measure(broker: Mosquitto, baud: int, units: int, cells: int, duration: float, reading_freq: float,
              command: Optional[str], label: str, cycle_command: str, link: Optional[str], idle: bool,
-             bank_topic: Optional[str]) -> Run:
-    sim = PtySimulator(scenario(baud, units, cells), link=link)
+             bank_topic: Optional[str], firmware: str) -> Run:
+    sim = PtySimulator(scenario(baud, units, cells, firmware), link=link)
     sim.start()
     wire = instrument(sim)
     tty = sim.device
@@ -316,7 +319,7 @@ def _measure(broker: Mosquitto, baud: int, units: int, cells: int, duration: flo
             work, broker.port, TOPIC_BASE,
             mqtt={"client_id": client_id, "keepalive": 30},
             serial={"baud": baud, "reading_freq": reading_freq, "command_timeout": 10, "stale_after": 60},
-            battery={"num_cells": cells},
+            # the cell count is left to the console (auto); the baud is set, as after the first start remembers it
         )
         argv = [sys.executable, ENTRY, "--config", config, "--port", tty]
     else:
@@ -455,6 +458,8 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
                         help="the command that starts a poll cycle of CMD (default pwr)")
     parser.add_argument("--compare-bank-topic", metavar="TOPIC",
                         help="CMD's bank topic, for its time to the first bank message")
+    parser.add_argument("--firmware", default="us2000c-b67",
+                        help="the simulated console's firmware preset (extra2000: no pwr table, asleep, login)")
     parser.add_argument("--link", help="a fixed symlink to the simulated console, for CMD ({tty} becomes it)")
     parser.add_argument("--json", metavar="FILE", help="write every figure as JSON")
     args = parser.parse_args(argv)
@@ -473,10 +478,12 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
                 for label, command in programs:
                     sys.stderr.write("%s: %d baud, %d units, %d cells ...\n" % (label, baud, count, cell_count))
                     compared = command is not None
+                    own_cycle = "pwr 1" if args.firmware == "extra2000" else "pwr"  # no pwr table: pwr N per unit
                     run = run_case(baud, count, cell_count, duration, args.reading_freq, command, label,
-                                   args.compare_cycle_command if compared else "pwr",
+                                   args.compare_cycle_command if compared else own_cycle,
                                    link=args.link if compared else None,
-                                   bank_topic=args.compare_bank_topic if compared else TOPIC_BASE + "/pylon")
+                                   bank_topic=args.compare_bank_topic if compared else TOPIC_BASE + "/pylon",
+                                   firmware=args.firmware)
                     rows.append(summary(run))
                     sys.stderr.write("  %s\n" % json.dumps(rows[-1]))
     sys.stderr.write("idle run: 115200 baud, 4 units, reading_freq %.0f s ...\n" % args.idle_freq)

@@ -269,6 +269,11 @@ class _Limit:
         """When the limit was last reduced."""
         return self._down_at
 
+    def forget(self) -> None:
+        """Start over: the next step sets the limit to its target (no hold, no ramp)."""
+        self.value = None
+        self._down_at = None
+
     def hold_from(self, now: float) -> None:
         """Count the hold from ``now`` (a stop still in force): the limit rises only a hold after it clears."""
         if self.value is not None:
@@ -743,6 +748,7 @@ class ChargeController:
                 False,
             ),
         )
+        self._settled = False  # a poll with complete data has been seen (or the state was resumed)
         self._cvl = _Limit("CVL", "V", 2, charge.cvl_recovery_hold)
         self._ccl = _Limit("CCL", "A", 1, charge.current_recovery_hold)
         self._dcl = _Limit("DCL", "A", 1, charge.current_recovery_hold)
@@ -859,6 +865,12 @@ class ChargeController:
             logger.info("Charge control data complete again: %s", mode)
         self._mode = mode
 
+        if incomplete is None and not self._settled:
+            # The first complete data since start: what was published so far was the rules' cautious answer
+            # while the console's data was still arriving (cells, counts), not a reduction to hold or ramp from.
+            self._settled = True
+            for limit in (self._cvl, self._ccl, self._dcl):
+                limit.forget()
         charge, charge_reason, stopped = self._current(self._sides[0], units, now, fresh, charge_blind, incomplete)
         discharge, discharge_reason, _ = self._current(self._sides[1], units, now, fresh, discharge_blind, incomplete)
         voltage, voltage_reason = self._voltage(units, now, cells_cvl, incomplete, stopped)
@@ -1428,6 +1440,7 @@ class ChargeController:
     def _apply_resume(self, now: float) -> None:
         data, age = self._resume or ({}, 0.0)
         self._resume = None
+        self._settled = True
         if data.get("phase") in (BULK, ABSORPTION, FLOAT):
             self._phase = str(data["phase"])
         self._soc_armed = bool(data.get("soc_armed", True))

@@ -688,6 +688,7 @@ def test_properties_over_random_banks(config: Tuple[ChargeConfig, BatteryConfig]
     seen: Dict[int, set] = {}  # cell counts each unit reported so far
     history: List[Tuple[float, ChargeLimits, int]] = []  # (time, limits, units online)
     last_down: Dict[str, float] = {}
+    settled = False
     for _ in range(data.draw(st.integers(1, 10), label="polls")):
         now += data.draw(st.sampled_from([1.0, 5.0, 30.0, 120.0]), label="dt")
         fresh = data.draw(st.sampled_from([True, True, True, True, False]), label="fresh")
@@ -748,7 +749,10 @@ def test_properties_over_random_banks(config: Tuple[ChargeConfig, BatteryConfig]
             floor = cells * charge.discharge_cutoff_cell_voltage  # the fewest cells, as CVL counts them
             assert limits.charge_voltage <= max(min(packs), floor) + 1e-9, limits.voltage_reason
 
-        if history:
+        complete = not degraded(the_bank, fresh) and not unknown
+        # the first poll with complete data since start sets the limits at once: before it, they were the
+        # rules' cautious answer while the data was arriving, not a reduction to hold or ramp from
+        if history and (settled or not complete):
             before_time, before, before_online = history[-1]
             # missing or stale data never raises a limit
             if degraded(the_bank, fresh):
@@ -768,6 +772,7 @@ def test_properties_over_random_banks(config: Tuple[ChargeConfig, BatteryConfig]
                     if attr in last_down:
                         assert now - last_down[attr] >= hold, attr
         history.append((now, limits, online))
+        settled = settled or complete
 
 
 # -- issue 12: findings of the review, each a reproducer ------------------------------------------
@@ -1087,3 +1092,20 @@ def test_the_state_file_round_trip(tmp_path: Any, caplog: pytest.LogCaptureFixtu
     assert not ChargeStateFile(str(tmp_path)).load(controller())
     assert (tmp_path / "charge_state.json.corrupt").exists()
     assert "cannot be read" in caplog.text
+
+
+def test_limits_rise_at_once_when_the_first_complete_data_arrives() -> None:
+    """Issue 11: the first bank message goes out before the cell counts are known, with the cautious limits;
+    once the console has told everything, the limits are what the rules allow, with no hold or ramp from the
+    start-up zero (which was no reduction).  Later reductions hold and ramp as ever."""
+    ctl = controller()
+    first = bank(dataclasses.replace(unit(1, cells_of(3.30)), info=DeviceInfo()),
+                 dataclasses.replace(unit(2, cells_of(3.30)), info=DeviceInfo()))
+    early = poll(ctl, first, 0.0)
+    assert early.charge_current == 0.0 and "cell count not known yet" in early.charge_reason
+    known = poll(ctl, pair(cells_of(3.30)), DT)
+    assert known.charge_current == 50.0 and known.mode == "Bulk"
+    assert known.charge_voltage == 51.75
+    # a real reduction afterwards is held as before
+    assert poll(ctl, pair(cells_of(3.30, high=3.50)), 2 * DT).charge_current < 50.0
+    assert poll(ctl, pair(cells_of(3.30)), 3 * DT).charge_current < 50.0
