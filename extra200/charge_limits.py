@@ -702,6 +702,19 @@ class _CellCounts:
         reason = _plural(unknown, "cell count not known yet") if unknown else None
         return _Series(min(counts), max(counts), reason)
 
+    def state(self) -> Dict[str, List[int]]:
+        return {str(address): sorted(counts) for address, counts in sorted(self._seen.items())}
+
+    def restore(self, saved: object) -> None:
+        """Counts saved by ``state``; anything that is not a unit's list of 15 / 16 is ignored."""
+        if not isinstance(saved, Mapping):
+            return
+        for address, counts in saved.items():
+            if str(address).isdigit() and isinstance(counts, list):
+                known = {c for c in counts if c in _CELL_COUNTS}
+                if known:
+                    self._seen.setdefault(int(address), set()).update(known)
+
     def _note_disagreement(self, reported: Set[int]) -> None:
         if self._disagreement_noted or not reported or reported == {self._configured}:
             return
@@ -1413,6 +1426,8 @@ class ChargeController:
                                if getattr(row, name) is not None}
                 for address, row in sorted(self._last_rows.items())
             },
+            # the cell counts the console told, so a restart does not wait for them again
+            "cell_counts": self._cell_counts.state(),
             "limits": {
                 limit.name: {"value": limit.value, "reduced_ago": ago(limit.down_at)}
                 for limit in (self._cvl, self._ccl, self._dcl)
@@ -1457,6 +1472,7 @@ class ChargeController:
                 if str(address).isdigit() and isinstance(values, Mapping):
                     known = {k: v for k, v in values.items() if k in _HELD_READINGS or k in _HELD_IDS.values()}
                     self._last_rows.setdefault(int(address), PowerRow(int(address), True, **known))
+        self._cell_counts.restore(data.get("cell_counts"))
         saved = data.get("limits") or {}
         for limit in (self._cvl, self._ccl, self._dcl):
             entry = saved.get(limit.name) if isinstance(saved, Mapping) else None

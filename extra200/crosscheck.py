@@ -52,12 +52,55 @@ def row_key(row: PowerRow) -> PowerRow:
     return dataclasses.replace(row, **{name: None for name in _UNCOMPARED_ROW_FIELDS})
 
 
+# How far two reads of one value, taken a second or so apart, may differ while the bank moves (load steps
+# move the current and the voltages at once; temperatures and SoC barely move).  A digit corrupted beyond
+# these is caught; one within them is as harmless as the movement itself.  By record type and field.
+_MOVES: Dict[str, Dict[str, float]] = {
+    "PowerRow": {"voltage": 2.0, "current": 100.0, "temperature": 2.0, "cell_temp_low": 2.0, "cell_temp_high": 2.0,
+                 "cell_voltage_low": 0.1, "cell_voltage_high": 0.1, "soc": 2.0, "mos_temperature": 2.0},
+    "CellRow": {"voltage": 0.1, "current": 100.0, "temperature": 2.0, "soc": 2.0, "coulomb": 2.0},
+    "PowerDetail": {"voltage": 2.0, "current": 100.0, "temperature": 2.0, "soc": 2.0, "max_voltage": 2.0,
+                    "remaining_capacity": 2.0},
+}
+# Which cell is the extreme (and the unit's clock) may change between two reads as the values move.
+_FOLLOWS_MOVES = {"cell_voltage_low_id", "cell_voltage_high_id", "cell_temp_low_id", "cell_temp_high_id", "time"}
+
+
+def close(a: object, b: object, moves: Optional[Dict[str, float]] = None) -> bool:
+    """Whether two reads of one record differ by no more than the bank can move between them."""
+    if type(a) is not type(b):
+        return False
+    if dataclasses.is_dataclass(a):
+        allowed = _MOVES.get(type(a).__name__, {})
+        for f in dataclasses.fields(a):
+            x, y = getattr(a, f.name), getattr(b, f.name)
+            if f.name in _FOLLOWS_MOVES and f.name not in allowed:
+                continue
+            if f.name in allowed and isinstance(x, (int, float)) and isinstance(y, (int, float)):
+                if abs(x - y) > allowed[f.name]:
+                    return False
+            elif not close(x, y):
+                return False
+        return True
+    if isinstance(a, (tuple, list)):
+        return len(a) == len(b) and all(close(x, y) for x, y in zip(a, b))  # type: ignore[arg-type]
+    return a == b
+
+
 def agreed(reads: Sequence[T], key: Callable[[T], Hashable] = lambda value: value) -> Optional[T]:
-    """The latest read that an earlier read agrees with exactly, or None while no two agree."""
+    """The confirmed value of a few reads of one reply, or None while they do not agree.
+
+    Two reads that agree exactly confirm each other (the latest of them is returned).  Values
+    that move between reads (a current, a cell's charge) never agree exactly: from the third read
+    on, the latest counts when it is ``close`` to the read before it.  So a corrupted read is
+    outvoted when the values stand still, and caught by ``close`` when they move.
+    """
     for i in range(len(reads) - 1, 0, -1):
         for j in range(i):
             if key(reads[i]) == key(reads[j]):
                 return reads[i]
+    if len(reads) >= 3 and close(reads[-1], reads[-2]):
+        return reads[-1]
     return None
 
 
@@ -111,6 +154,19 @@ def without_cell_extremes(row: PowerRow) -> PowerRow:
     return _without(row, _ROW_EXTREMES)
 
 
+def _table_shows(table: Optional[CellTable], name: str, value: float) -> bool:
+    """Whether the cell table has ``value`` for a row field it also carries (cell temperature extremes, SoC)."""
+    if table is None:
+        return False
+    if name in ("cell_temp_low", "cell_temp_high"):
+        temps = [c.temperature for c in table.cells if c.temperature is not None]
+        extreme = (min if name == "cell_temp_low" else max)(temps) if temps else None
+        return extreme is not None and abs(extreme - value) <= 0.5
+    if name == "soc":
+        return any(c.soc is not None and abs(c.soc - value) <= 1.0 for c in table.cells)
+    return False
+
+
 class JumpGuard:
     """Holds back a value that jumps further than physics allows, until the next poll confirms it.
 
@@ -132,8 +188,12 @@ class JumpGuard:
 
     FIELDS = ("temperature", "cell_temp_low", "cell_temp_high", "mos_temperature", "soc")
 
-    def check(self, row: PowerRow, seconds: float) -> Tuple[PowerRow, List[str]]:
-        """(the row with held values unknown, a description of each held value)."""
+    def check(self, row: PowerRow, seconds: float, table: Optional[CellTable] = None) -> Tuple[PowerRow, List[str]]:
+        """(the row with held values unknown, a description of each held value).
+
+        ``table``, the unit's latest cell table: a jumped cell temperature or SoC that the table shows
+        too is confirmed by it (the table was read after the change), so it is believed at once.
+        """
         held: Dict[str, None] = {}
         notes: List[str] = []
         for name in self.FIELDS:
@@ -144,7 +204,8 @@ class JumpGuard:
             limit = self._limit(name, seconds)
             last = self._accepted.get(key)
             pending = self._held.pop(key, None)
-            if last is None or abs(value - last) <= limit or (pending is not None and abs(value - pending) <= limit):
+            if last is None or abs(value - last) <= limit or (pending is not None and abs(value - pending) <= limit) \
+                    or _table_shows(table, name, value):
                 self._accepted[key] = value
                 continue
             self._held[key] = value

@@ -236,7 +236,7 @@ class BankReader:
             if not row.present:
                 self._jumps.forget(row.address)
             else:
-                row, held = self._jumps.check(row, seconds)
+                row, held = self._jumps.check(row, seconds, battery.cells)
                 for note in held:
                     logger.warning("%s: not believed until the next poll confirms it", note)
                 present.append(row.address)

@@ -168,12 +168,11 @@ def bank_payload(summary: BankSummary, limits: Limits, cells_per_battery: Option
     system = payload["System"]
     system["NrOfModulesOnline"] = summary.units_online
     system["NrOfModulesOffline"] = units_offline
-    if units:
-        system["NrOfModulesBlockingCharge"] = sum(1 for u in units.values() if u.blocks_charge)
-        system["NrOfModulesBlockingDischarge"] = sum(1 for u in units.values() if u.blocks_discharge)
-    else:  # no per-unit breakdown: a bank-wide stop is the bank's, counted once
-        system["NrOfModulesBlockingCharge"] = 0 if limits.allow_charge else 1
-        system["NrOfModulesBlockingDischarge"] = 0 if limits.allow_discharge else 1
+    # The modules whose own condition stops a direction; a bank-wide stop (no data) is every module's.
+    for key, allowed, blocks in (("NrOfModulesBlockingCharge", limits.allow_charge, "blocks_charge"),
+                                 ("NrOfModulesBlockingDischarge", limits.allow_discharge, "blocks_discharge")):
+        own = sum(1 for u in units.values() if getattr(u, blocks))
+        system[key] = 0 if allowed else (own or summary.units_online)
     system["NrOfCellsPerBattery"] = cells_per_battery or None
     payload["Info"] = _info(limits, limits.charge_current, limits.discharge_current, limits.charge_reason,
                             limits.discharge_reason)

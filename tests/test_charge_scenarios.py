@@ -39,6 +39,7 @@ import pytest
 
 from daemon_helpers import DaemonProcess, write_config
 from extra200.config import BatteryConfig, ChargeConfig
+from extra200.victron import LAST_WORD_MODE
 from extra200.simulator import Bank, Console, PtySimulator, load_scenario
 from mqtt_helpers import Recorder
 from victron_schema import NUMERIC_PATHS, problems
@@ -162,7 +163,7 @@ class Message(NamedTuple):
         s = self.body["System"]
         return "%6.1f s %-24s CVL %5.2f CCL %4.1f DCL %4.1f | units %s cells %.3f..%.3f V %s..%s °C SoC %s | %s | %s | %s" % (
             self.at - origin, self.mode, self.cvl, self.ccl, self.dcl, s.get("NrOfModulesOnline"),
-            s.get("MinCellVoltage", 0.0), s.get("MaxCellVoltage", 0.0), s.get("MinCellTemperature"),
+            s.get("MinCellVoltage") or 0.0, s.get("MaxCellVoltage") or 0.0, s.get("MinCellTemperature"),
             s.get("MaxCellTemperature"), self.body.get("Soc"), self.body["Info"]["ChargeLimitation"],
             self.body["Info"]["DischargeLimitation"], self.raised())
 
@@ -193,23 +194,28 @@ def rule_problems(m: Message, rules: Rules) -> List[str]:
         found.append("a negative current limit")
     if io["AllowToCharge"] != int(m.ccl > 0) or io["AllowToDischarge"] != int(m.dcl > 0):
         found.append("Io flags %s do not match CCL %s / DCL %s" % (io, m.ccl, m.dcl))
-    if system["NrOfModulesBlockingCharge"] != (0 if m.ccl > 0 else online):
-        found.append("NrOfModulesBlockingCharge %s with CCL %s" % (system["NrOfModulesBlockingCharge"], m.ccl))
-    if system["NrOfModulesBlockingDischarge"] != (0 if m.dcl > 0 else online):
-        found.append("NrOfModulesBlockingDischarge %s with DCL %s" % (system["NrOfModulesBlockingDischarge"], m.dcl))
+    # blocking modules are those whose own condition stops a direction (one high cell: one module)
+    for key, limit in (("NrOfModulesBlockingCharge", m.ccl), ("NrOfModulesBlockingDischarge", m.dcl)):
+        blocking = system[key]
+        if (limit > 0 and blocking != 0) or not 0 <= blocking <= online:
+            found.append("%s %s with a limit of %s and %d units online" % (key, blocking, limit, online))
     if info.get("BatteryLowVoltage") != round(cells * c.discharge_cutoff_cell_voltage, 2):
         found.append("BatteryLowVoltage %s" % info.get("BatteryLowVoltage"))
     if sorted(alarms) != ALARMS:
         found.append("Alarms carry %s" % sorted(alarms))
 
+    # A value not known this poll (null: held back for a poll by the cross-checks) cannot be checked against.
     high, low = system["MaxCellVoltage"], system["MinCellVoltage"]
-    at_most("CCL", m.ccl, fraction(c.charge_cell_voltage_curve, high) * cap_c, "highest cell %.3f V" % high)
-    if high >= c.charge_cutoff_cell_voltage:
-        at_most("CCL", m.ccl, 0.0, "highest cell %.3f V at/above the cut-off" % high)
-    at_most("DCL", m.dcl, fraction(c.discharge_cell_voltage_curve, low) * cap_d, "lowest cell %.3f V" % low)
-    if low <= c.discharge_cutoff_cell_voltage:
-        at_most("DCL", m.dcl, 0.0, "lowest cell %.3f V at/below the cut-off" % low)
-    for t in (system["MinCellTemperature"], system["MaxCellTemperature"]):
+    if high is not None:
+        at_most("CCL", m.ccl, fraction(c.charge_cell_voltage_curve, high) * cap_c, "highest cell %.3f V" % high)
+        if high >= c.charge_cutoff_cell_voltage:
+            at_most("CCL", m.ccl, 0.0, "highest cell %.3f V at/above the cut-off" % high)
+    if low is not None:
+        at_most("DCL", m.dcl, fraction(c.discharge_cell_voltage_curve, low) * cap_d, "lowest cell %.3f V" % low)
+        if low <= c.discharge_cutoff_cell_voltage:
+            at_most("DCL", m.dcl, 0.0, "lowest cell %.3f V at/below the cut-off" % low)
+    temperatures = [t for t in (system["MinCellTemperature"], system["MaxCellTemperature"]) if t is not None]
+    for t in temperatures:
         at_most("CCL", m.ccl, fraction(c.charge_temperature_curve, t) * cap_c, "cell temperature %.1f °C" % t)
         at_most("DCL", m.dcl, fraction(c.discharge_temperature_curve, t) * cap_d, "cell temperature %.1f °C" % t)
         if not c.charge_min_temperature <= t <= c.charge_max_temperature:
@@ -218,9 +224,8 @@ def rule_problems(m: Message, rules: Rules) -> List[str]:
             at_most("DCL", m.dcl, 0.0, "cell temperature %.1f °C outside the discharge window" % t)
     # charging must stop: CVL stops every charger too (DVCC does not apply CCL to solar chargers under ESS
     # feed-in), at most the pack's voltage (the published one is the units' mean, so the lowest is below it)
-    frozen = any(not c.charge_min_temperature <= t <= c.charge_max_temperature
-                 for t in (system["MinCellTemperature"], system["MaxCellTemperature"]))
-    if high >= c.charge_cutoff_cell_voltage or frozen:
+    frozen = any(not c.charge_min_temperature <= t <= c.charge_max_temperature for t in temperatures)
+    if (high is not None and high >= c.charge_cutoff_cell_voltage) or frozen:
         floor_voltage = cells * c.discharge_cutoff_cell_voltage
         at_most("CVL", m.cvl, max(m.body["Dc"]["Voltage"], floor_voltage), "charging stopped: the pack's voltage")
     soc = m.body["Soc"]
@@ -264,6 +269,10 @@ class TimelineClock:
         return 0.0 if self._origin is None else time.monotonic() - self._origin
 
 
+def waiting_for_counts(message: "Message") -> bool:
+    return "cell count not known yet" in message.body["Info"]["ChargeLimitation"]
+
+
 class ScenarioRun:
     """Simulator on a pty, the daemon, and a recorder of the bank topic."""
 
@@ -283,16 +292,22 @@ class ScenarioRun:
         self.daemon: Optional[DaemonProcess] = None
         self.origin = 0.0
         self._parsed: List[Message] = []
+        self._skip = 0  # start-up messages before the cell counts were known, not part of the sequence
         self._lock = threading.Lock()  # messages() is also called from a Charger thread
 
     def start(self) -> Message:
-        """Start everything; the timeline clock starts at the first bank message, which is returned."""
+        """Start everything; the timeline clock starts at the first bank message with everything the console
+        tells read (the very first ones go out before the cell counts are known, with no charge current),
+        which is returned; the sequence starts there."""
         self.sim.start()
         self.recorder = Recorder(self._port, (self.topic,))
         self.origin = time.monotonic()
         assert self.sim.path is not None
         self.daemon = DaemonProcess(self._config, self.sim.path).start()
-        first = self.wait(lambda m: True, "a first bank message")
+        first = self.wait(lambda m: not waiting_for_counts(m), "the cell counts known")
+        early = self.messages()[:first.index]
+        assert all(m.body["Info"]["MaxChargeCurrent"] == 0 for m in early), self.report()  # no charge current yet
+        self._skip = first.index
         self.clock.start()
         return first
 
@@ -316,7 +331,8 @@ class ScenarioRun:
             received = [(m[0], m[2]) for m in list(self.recorder.messages) if m[1] == self.topic]
             for at, payload in received[len(self._parsed):]:
                 self._parsed.append(Message(len(self._parsed), at, json.loads(payload)))
-            return list(self._parsed)
+            # a stop's last word (charging stopped, nothing measured) is no data of the sequence
+            return [m for m in self._parsed[self._skip:] if m.mode != LAST_WORD_MODE]
 
     def wait(self, predicate: Callable[[Message], bool], what: str, after: Optional[Message] = None,
              timeout: float = 45.0) -> Message:
@@ -324,7 +340,9 @@ class ScenarioRun:
         start = 0 if after is None else after.index + 1
         deadline = time.monotonic() + timeout
         while True:
-            for m in self.messages()[start:]:
+            for m in self.messages():
+                if m.index < start:
+                    continue
                 if predicate(m):
                     return m
             if time.monotonic() > deadline:
@@ -342,8 +360,8 @@ class ScenarioRun:
 
     def between(self, first: Message, last: Optional[Message] = None) -> List[Message]:
         """Messages from ``first`` to ``last`` (to the newest when None), both included."""
-        end = None if last is None else last.index + 1
-        return self.messages()[first.index:end]
+        end = len(self._parsed) if last is None else last.index + 1
+        return [m for m in self.messages() if first.index <= m.index < end]
 
     def log(self) -> str:
         return self.daemon.log() if self.daemon is not None else ""
@@ -357,7 +375,8 @@ class ScenarioRun:
         assert self.daemon is not None
         status = self.daemon.terminate()
         assert status == 0, self.report()
-        messages = self.messages()
+        # the stop's last word (charging stopped, nothing measured) is not part of the sequence
+        messages = [m for m in self.messages() if m.mode != LAST_WORD_MODE]
         found = ["%.1f s: %s" % (m.at - self.origin, text) for m in messages for text in rule_problems(m, self.rules)]
         c = self.rules.charge
         units = max(m.system("NrOfModulesOnline") for m in messages)
@@ -398,10 +417,13 @@ def steady(messages: Sequence[Message], key: Callable[[Message], Any]) -> List[M
 
 
 def phases(messages: Sequence[Message], key: Callable[[Message], Any]) -> List[Any]:
-    """The values ``key`` takes, in order, each repeat collapsed."""
+    """The values ``key`` takes, in order, each repeat collapsed; unknown (a jump held back for one poll
+    until the next confirms it, see ``crosscheck``) is no phase."""
     out: List[Any] = []
     for m in messages:
         value = key(m)
+        if value is None:
+            continue
         if not out or out[-1] != value:
             out.append(value)
     return out

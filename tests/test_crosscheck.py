@@ -143,6 +143,16 @@ def test_one_digit_changed_in_a_cell_table_is_never_believed(reader: Tuple[BankR
     assert poller.batteries[2].cells == clean
 
 
+def test_moving_values_agree_within_what_a_bank_can_move() -> None:
+    """A current that changes between reads is believed from the third read on (the latest); a corrupted
+    cell voltage is not, however the other values move."""
+    row = PowerRow(address=1, present=True, voltage=49.8, current=-12.3, cell_voltage_low=3.31, soc=50.0)
+    reads = [row, dataclasses.replace(row, current=-12.9), dataclasses.replace(row, current=-13.4, voltage=49.7)]
+    assert agreed(reads[:2]) is None and agreed(reads) == reads[-1]
+    corrupt = dataclasses.replace(row, current=-13.8, cell_voltage_low=2.31)
+    assert agreed(reads[:2] + [corrupt]) is None
+
+
 def test_agreement_rules() -> None:
     assert agreed([1, 2]) is None and agreed([1, 2, 1]) == 1 and agreed([3, 3]) == 3
     row = PowerRow(address=1, present=True, voltage=49.0, time="2025-06-01 12:00:00")
@@ -176,3 +186,13 @@ def test_table_contradiction_names_both_sides() -> None:
                    cell_temp_low=24.0, cell_temp_high=26.0)
     assert "2.492" in table_contradiction(row, table)
     assert table_contradiction(dataclasses.replace(row, cell_voltage_low=3.45), table) is None
+
+
+def test_a_jump_the_cell_table_shows_too_is_believed_at_once(reader: Tuple[BankReader, Any]) -> None:
+    """Agreement between commands confirms a jump: a cell table read after the change shows it as well."""
+    poller, shell = reader
+    poller.read_state()
+    shell.bank.set_cell_temperatures(1, [85.0] * 5)
+    poller.read_more(full=True)  # the cells are read again, after the change
+    row = poller.read_state().batteries[1].row
+    assert row.cell_temp_high == 85.0 and row.cell_temp_low == 85.0
