@@ -37,11 +37,12 @@ _UNCOMPARED_ROW_FIELDS = ("time",)
 # may be up to a minute older than the row, so the cells may have moved under current;
 # a corrupted digit in the first two places moves a value by 0.1 V or more.
 CELL_VOLTAGE_TOLERANCE = 0.08
-# The fastest a pack's temperature changes between polls, in °C: a cell or BMS sensor
-# under the hardest use moves well under a degree per second; a MOSFET faster.
-TEMPERATURE_STEP = 5.0
+# More than a pack's temperature can change between polls, in °C: a cell or BMS sensor under the
+# hardest use moves well under a degree per second; a MOSFET faster.  Generous on purpose: line
+# noise is caught by the second read, this catches what no battery can do (25 °C read as 85 °C).
+TEMPERATURE_STEP = 15.0
 TEMPERATURE_RATE = 1.0  # °C per second between polls, on top of the step
-MOSFET_STEP = 15.0
+MOSFET_STEP = 25.0
 SOC_STEP = 10.0  # %: a BMS may re-calibrate SoC at full or empty, but not by more in one poll
 
 _ROW_EXTREMES = ("cell_voltage_low", "cell_voltage_high", "cell_voltage_low_id", "cell_voltage_high_id")

@@ -255,8 +255,7 @@ class BankReader:
         wrong, and a fresh table decides (a real change is then believed in this very poll)."""
         for address in self._present:
             battery = self.batteries[address]
-            if battery.row is not None and battery.cells_time is not None and \
-                    table_contradiction(battery.row, battery.cells) is not None:
+            if battery.row is not None and table_contradiction(battery.row, battery.cells) is not None:
                 try:
                     self._read_cells_of(address)
                 except ConsoleError as exc:
@@ -320,8 +319,6 @@ class BankReader:
             return dataclasses.replace(battery, row=row)
         self._doubt("bat %d" % battery.address, "contradicts the pwr table (%s): neither is believed until "
                     "a fresh cell table agrees" % why)
-        battery.cells_time = None  # re-read it at the next poll
-        self._asked.pop(("bat", battery.address), None)
         return dataclasses.replace(battery, row=without_cell_extremes(row), cells=None)
 
     def _read_rows(self) -> Optional[List[PowerRow]]:

@@ -176,7 +176,7 @@ def rule_problems(m: Message, rules: Rules) -> List[str]:
     c = rules.charge
     info, system, io, alarms = m.body["Info"], m.body["System"], m.body["Io"], m.body.get("Alarms", {})
     online = system["NrOfModulesOnline"]
-    cells = system.get("NrOfCellsPerBattery", rules.battery.cells or 15)
+    cells = system.get("NrOfCellsPerBattery") or rules.battery.cells or 15  # unknown just after a restart
     cap_c, cap_d = rules.cap(True, online), rules.cap(False, online)
 
     def at_most(name: str, value: float, limit: float, why: str) -> None:
@@ -511,7 +511,7 @@ def test_charging_to_full_with_balancing(scenario_run: Callable[..., ScenarioRun
             assert m.cvl == floating and m.body["Soc"] >= rules.charge.rebulk_soc, m.line(run.origin)
     unbalanced = run.between(absorbing, balanced)[:-1]
     # absorption with the cells 30 mV apart, longer than the absorption time, never reached float
-    assert unbalanced[-1].at - absorbing.at >= rules.charge.absorption_time + SLACK, run.report()
+    assert unbalanced[-1].at - absorbing.at >= rules.charge.absorption_time, run.report()
     assert all(m.body["Balancing"] == 1 for m in unbalanced[:-1]), run.report()  # the last: see steady()
     assert floated.body["Balancing"] == 0
     # while charging, CCL follows the highest cell down the curve at once (reductions only)
@@ -685,7 +685,7 @@ def test_an_empty_bank(scenario_run: Callable[..., ScenarioRun]) -> None:
         assert (now.dcl, now.ccl, now.alarm("LowSoc")) == (dcl, 30.0, low_soc), run.report()
         previous = now
     empty = previous
-    assert empty.body["Io"]["AllowToDischarge"] == 0 and empty.system("NrOfModulesBlockingDischarge") == 3
+    assert empty.body["Io"]["AllowToDischarge"] == 0 and empty.system("NrOfModulesBlockingDischarge") == 1  # unit 1's cell, no other
     assert empty.raised() == {"LowCellVoltage": 1, "LowSoc": 2}, run.report()
     assert empty.body["Info"]["DischargeLimitation"] == "cell B1C1 2.900 V at/below cut-off 2.900 V", run.report()
 
