@@ -100,12 +100,12 @@ def main(argv: Optional[List[str]] = None) -> int:
         print("%s is valid" % (args.config or DEFAULT_CONFIG))
         return EXIT_OK
     if args.command == "homeassistant-yaml":
-        from .homeassistant import expire_after_for, render_manual_yaml
+        from .homeassistant import DEFAULT_BANK_ID, DEFAULT_BANK_NAME, expire_after_for, render_manual_yaml
 
         sys.stdout.write(render_manual_yaml(
             batteries=args.batteries, cells_per_battery=args.cells, level=args.level,
-            topic_base=config.mqtt.topic_base, bank_id=config.homeassistant.bank_id,
-            bank_name=config.homeassistant.bank_name, expire_after=expire_after_for(config)))
+            topic_base=config.mqtt.topic_base, bank_id=config.homeassistant.bank_id or DEFAULT_BANK_ID,
+            bank_name=config.homeassistant.bank_name or DEFAULT_BANK_NAME, expire_after=expire_after_for(config)))
         return EXIT_OK
 
     # Command line and environment win over the file (start.sh points the log at its RAM disk).

@@ -144,7 +144,7 @@ class Daemon:
     def _event_text(self, battery: Any) -> str:
         if self.events is None:
             return "Events monitoring off"
-        return self.events.active_text(battery.address, level="info") or "No events"
+        return self.events.active_text(battery.address, level="warning") or "No events"
 
     def _publish_json(self, topic: str, payload: str) -> bool:
         return self.link.publish(topic, payload) if self.link is not None else False

@@ -74,10 +74,17 @@ LOG_LINE = re.compile(r"^\d{4}-\d\d-\d\d \d\d:\d\d:\d\d,\d{3} (?P<level>[A-Z]+) 
 VICTRON_CONTROL = ("Info", "Io", "Alarms")
 VICTRON_CONTROL_SYSTEM = ("NrOfModulesBlockingCharge", "NrOfModulesBlockingDischarge")
 HA_CONTROL = {
-    "charge_voltage_limit", "charge_current_limit", "discharge_current_limit", "charge_allowed",
-    "discharge_allowed", "charge_mode", "limit_reasons", "alarms", "events",
+    "charge_voltage_limit", "charge_current_limit", "discharge_current_limit", "charging_allowed",
+    "discharging_allowed", "charge_mode", "limit_reasons", "alarm", "events",
     "energy_charged", "energy_discharged",  # they grow with time
 }
+
+
+def ha_control(key: str) -> bool:
+    """A Home Assistant state key that follows the charge control (its alarms, its attributes too)."""
+    if key.endswith("_attributes"):
+        key = key[:-len("_attributes")]
+    return key in HA_CONTROL or key.startswith("alarm_")
 
 
 # ----------------------------------------------------------------------------- helpers
@@ -108,7 +115,7 @@ def measured(base: str, topic: str, payload: bytes) -> Dict[str, Any]:
         view = {k: v for k, v in data.items() if k not in VICTRON_CONTROL}
         view["System"] = {k: v for k, v in data.get("System", {}).items() if k not in VICTRON_CONTROL_SYSTEM}
         return view
-    return {k: v for k, v in data.items() if k not in HA_CONTROL}
+    return {k: v for k, v in data.items() if not ha_control(k)}
 
 
 def normalised(message: str) -> str:
