@@ -83,8 +83,8 @@ _KINDS = {
     "power": ("power", "W"),
     "temperature": ("temperature", "°C"),
     "percent": ("battery", "%"),
-    "energy_storage": ("energy_storage", "Wh"),
-    "duration": ("duration", "s"),
+    "energy_storage": ("energy_storage", "kWh"),
+    "duration": ("duration", "h"),
     "charge": (None, "Ah"),  # Home Assistant has no device class for ampere-hours
     "count": (None, None),
 }
@@ -122,7 +122,6 @@ class Entity:
     optional: bool = False  # announced once the firmware has reported a value
     platform: str = "sensor"  # or binary_sensor (value ON / OFF / None)
     icon: Optional[str] = None
-    suggested_unit: Optional[str] = None  # the unit Home Assistant shows (it converts)
     attributes: Optional[Callable[[Any], Optional[Dict[str, Any]]]] = None  # view -> JSON attributes
 
 
@@ -536,12 +535,22 @@ STAT_COUNTERS: Tuple[Tuple[str, str, str], ...] = (
     ("Reset Times", "reset_count", "Reset count"),
 )
 
-def _duration(key: str, name: str, value: Callable[[Any], Any]) -> Entity:
-    return _measure("duration", key, name, value, 1, suggested_unit="h")
+# Hours and kWh, the units a user reads (MQTT sensors have no suggested_unit_of_measurement:
+# Home Assistant drops the key silently).
+def _duration(key: str, name: str, seconds: Callable[[Any], Optional[float]]) -> Entity:
+    def hours(view: Any) -> Optional[float]:
+        value = seconds(view)
+        return None if value is None else round(value / 3600.0, 2)
+
+    return _measure("duration", key, name, hours, 1)
 
 
-def _stored_energy(value: Callable[[Any], Any]) -> Entity:
-    return _measure("energy_storage", "stored_energy", "Stored energy", value, 2, optional=True, suggested_unit="kWh")
+def _stored_energy(watt_hours: Callable[[Any], Optional[float]]) -> Entity:
+    def kilowatt_hours(view: Any) -> Optional[float]:
+        value = watt_hours(view)
+        return None if value is None else round(value / 1000.0, 3)
+
+    return _measure("energy_storage", "stored_energy", "Stored energy", kilowatt_hours, 2, optional=True)
 
 
 def _soh(name: str, value: Callable[[Any], Any]) -> Entity:
@@ -792,8 +801,6 @@ def component(entity: Entity, unique_prefix: str, entity_prefix: str, expire_aft
     icon = entity_icon(entity)
     if icon:
         options["icon"] = icon
-    if entity.suggested_unit:
-        options["suggested_unit_of_measurement"] = entity.suggested_unit
     if entity.attributes is not None and state_topic_:
         options["json_attributes_topic"] = state_topic_
         options["json_attributes_template"] = "{{ value_json.%s | tojson }}" % attributes_key(entity)
@@ -982,6 +989,10 @@ def render_dashboard_yaml(batteries: int, bank_id: str = DEFAULT_BANK_ID, cells:
     def reason_row(key: str, name: str) -> Dict[str, Any]:
         return {"type": "attribute", "entity": bank(key), "attribute": "reason", "name": name}
 
+    def rows(entity: Callable[..., str], names: Sequence[Tuple[str, str]], *args: Any) -> List[Dict[str, Any]]:
+        """Entities card rows with short names (the card's title says whose they are)."""
+        return [{"entity": entity(*(args + tuple(key.split(":")))), "name": name} for key, name in names]
+
     bank_cards: List[Dict[str, Any]] = [
         {"type": "gauge", "entity": bank("soc"), "name": "State of charge", "min": 0, "max": 100,
          "needle": True, "severity": {"red": 0, "yellow": 20, "green": 40}},
@@ -992,20 +1003,27 @@ def render_dashboard_yaml(batteries: int, bank_id: str = DEFAULT_BANK_ID, cells:
             {"entity": bank("stored_energy"), "name": "Stored"},
             {"entity": bank("units_online"), "name": "Units online"}]},
         {"type": "entities", "title": "Charge control (sent to Victron)", "state_color": True, "entities": [
-            bank("charge_mode"),
-            bank("charge_voltage_limit"), reason_row("charge_voltage_limit", "Why"),
-            bank("charge_current_limit"), reason_row("charge_current_limit", "Why"),
-            bank("discharge_current_limit"), reason_row("discharge_current_limit", "Why"),
-            bank("charging_allowed", "binary_sensor"), bank("discharging_allowed", "binary_sensor")]},
-        {"type": "entities", "title": "Cells", "entities": [
-            bank(k) for k in ("cell_voltage_min", "cell_voltage_min_id", "cell_voltage_max", "cell_voltage_max_id",
-                              "cell_voltage_delta", "cell_temperature_min", "cell_temperature_max")]},
+            {"entity": bank("charge_mode"), "name": "Mode"},
+            {"entity": bank("charge_voltage_limit"), "name": "Charge voltage limit"},
+            reason_row("charge_voltage_limit", "because"),
+            {"entity": bank("charge_current_limit"), "name": "Charge current limit"},
+            reason_row("charge_current_limit", "because"),
+            {"entity": bank("discharge_current_limit"), "name": "Discharge current limit"},
+            reason_row("discharge_current_limit", "because")] + rows(
+            bank, (("charging_allowed:binary_sensor", "Charging allowed"),
+                   ("discharging_allowed:binary_sensor", "Discharging allowed")))},
+        {"type": "entities", "title": "Cells", "entities": rows(bank, (
+            ("cell_voltage_min", "Lowest cell"), ("cell_voltage_min_id", "Lowest is"),
+            ("cell_voltage_max", "Highest cell"), ("cell_voltage_max_id", "Highest is"),
+            ("cell_voltage_delta", "Spread"), ("cell_temperature_min", "Coldest cell"),
+            ("cell_temperature_max", "Warmest cell")))},
         {"type": "glance", "title": "Alarms", "state_color": True, "columns": batteries + 1, "entities": [
             {"entity": bank("alarm", "binary_sensor"), "name": "Bank"}] + [
             {"entity": unit(a, "alarm", "binary_sensor"), "name": "Battery %d" % a} for a in addresses]},
-        {"type": "entities", "title": "Energy", "entities": [
-            bank("energy_charged"), bank("energy_discharged"), bank("remaining_capacity"), bank("cycle_count"),
-            bank("state_of_health")]},
+        {"type": "entities", "title": "Energy", "entities": rows(bank, (
+            ("energy_charged", "Charged (total)"), ("energy_discharged", "Discharged (total)"),
+            ("remaining_capacity", "Remaining"), ("cycle_count", "Cycles (most)"),
+            ("state_of_health", "Health (lowest)")))},
         {"type": "history-graph", "title": "Last 24 hours", "hours_to_show": 24,
          "entities": [bank("power"), bank("soc")]},
     ]
@@ -1014,11 +1032,15 @@ def render_dashboard_yaml(batteries: int, bank_id: str = DEFAULT_BANK_ID, cells:
          "entities": [unit(a, "soc") for a in addresses]},
     ]
     for address in addresses:
-        battery_cards.append({"type": "entities", "title": "Battery %d" % address, "state_color": True, "entities": [
-            unit(address, "soc"), unit(address, "voltage"), unit(address, "current"), unit(address, "power"),
-            unit(address, "temperature"), unit(address, "state"), unit(address, "charging", "binary_sensor"),
-            unit(address, "cell_voltage_min"), unit(address, "cell_voltage_max"), unit(address, "cell_voltage_delta"),
-            unit(address, "alarm", "binary_sensor"), unit(address, "cycle_count"), unit(address, "state_of_health")]})
+        battery_cards.append({"type": "entities", "title": "Battery %d" % address, "state_color": True,
+                              "entities": rows(unit, (
+                                  ("soc", "State of charge"), ("voltage", "Voltage"),
+                                  ("current", "Current (+ charging)"), ("power", "Power (+ discharging)"),
+                                  ("temperature", "Temperature"), ("state", "State"),
+                                  ("charging:binary_sensor", "Charging"), ("cell_voltage_min", "Lowest cell"),
+                                  ("cell_voltage_max", "Highest cell"), ("cell_voltage_delta", "Cell spread"),
+                                  ("alarm:binary_sensor", "Alarm"), ("cycle_count", "Cycles"),
+                                  ("state_of_health", "Health")), address)})
     cell_cards: List[Dict[str, Any]] = [
         {"type": "history-graph", "title": "Battery %d cell voltages" % address, "hours_to_show": 6,
          "entities": [{"entity": unit(address, "cell_%d_voltage" % n), "name": "C%d" % n}

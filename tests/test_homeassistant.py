@@ -72,8 +72,7 @@ ORIGIN_KEYS = {"name", "sw_version", "support_url"}
 COMMON_KEYS = {"platform", "unique_id", "default_entity_id", "name", "device_class", "entity_category",
                "enabled_by_default", "expire_after", "value_template", "state_topic", "availability",
                "availability_mode", "device", "qos", "icon", "json_attributes_topic", "json_attributes_template"}
-SENSOR_KEYS = COMMON_KEYS | {"unit_of_measurement", "state_class", "suggested_display_precision", "options",
-                             "suggested_unit_of_measurement"}
+SENSOR_KEYS = COMMON_KEYS | {"unit_of_measurement", "state_class", "suggested_display_precision", "options"}
 BINARY_SENSOR_KEYS = COMMON_KEYS | {"payload_on", "payload_off"}
 # binary_sensor device classes used here, from Home Assistant's list
 BINARY_CLASSES = {None, "problem", "battery_charging", "battery", "power", "running", "safety", "heat", "cold"}
@@ -146,9 +145,6 @@ def sensor_problems(where: str, comp: Dict[str, Any], seen_ids: Dict[str, str],
             units, classes = CLASSES[device_class]
             if unit not in units:
                 problems.append("%s: unit %r not valid with device_class %r" % (where, unit, device_class))
-            suggested = comp.get("suggested_unit_of_measurement")
-            if suggested is not None and (device_class is None or suggested not in units):
-                problems.append("%s: suggested unit %r not convertible for %r" % (where, suggested, device_class))
             if state_class not in classes:
                 problems.append("%s: state_class %r impossible for device_class %r"
                                 % (where, state_class, device_class))
@@ -559,7 +555,10 @@ def test_three_us3000c_at_cell_level_low(scene_factory):
     assert battery["cmps"]["charge_power"]["name"] == "Power (+ charging)"
     assert "dev_cla" not in battery["cmps"]["state_of_health"]  # not a charge level
     assert battery["cmps"]["state_of_health"]["unit_of_meas"] == "%"
-    assert battery["cmps"]["stored_energy"]["suggested_unit_of_measurement"] == "kWh"
+    assert battery["cmps"]["stored_energy"]["unit_of_meas"] == "kWh"
+    bank_config = json.loads(configs[scene.config_topic(keys[0])])
+    assert bank_config["cmps"]["time_to_empty"]["unit_of_meas"] == "h"
+    assert bank_config["cmps"]["alarm_high_voltage"]["dev_cla"] == "problem"
     assert battery["cmps"]["energy_charged"]["stat_cla"] == "total_increasing"
     assert battery["cmps"]["energy_charged"]["unit_of_meas"] == "kWh"
     assert battery["cmps"]["stored_energy"]["dev_cla"] == "energy_storage"
@@ -580,7 +579,7 @@ def test_three_us3000c_at_cell_level_low(scene_factory):
     assert two["cell_voltage_delta"] == 0.015
     assert two["cell_7_voltage"] == 3.331
     assert two["energy_charged"] == 6.0 and two["energy_discharged"] == 5.0
-    assert two["stored_energy"] == round(74.0 * 0.76 * 48, 1)
+    assert two["stored_energy"] == round(74.0 * 0.76 * 48 / 1000, 3)  # kWh
     assert two["cycle_count"] == 312 and two["state_of_health"] == 97.0
     assert two["alarm"] == "OFF" and two["alarm_attributes"] == {"active": []}
     assert two["alarm_voltage"] == "OFF" and two["alarm_voltage_attributes"] == {"state": "Normal"}
@@ -596,7 +595,7 @@ def test_three_us3000c_at_cell_level_low(scene_factory):
     assert bank_state["alarm_cell_imbalance"] is None  # not among this bank's alarms
     assert bank_state["energy_charged"] == 12.5
     assert bank_state["power"] == round(-(50.125 * 8 * 2 - 50.125 * 20), 1)
-    assert bank_state["time_to_empty"] == 151848.0  # 3 x 56.24 Ah at 4 A
+    assert bank_state["time_to_empty"] == round(151848.0 / 3600, 2)  # hours: 3 x 56.24 Ah at 4 A
     assert bank_state["time_to_full"] is None
     avail = scene.collector.latest("/availability")
     assert avail == {"%s/homeassistant/%s/availability" % (scene.base, n): b"online"
@@ -625,7 +624,7 @@ def test_sixteen_pytes_at_cell_level_high(scene_factory):
     assert states["battery_3"]["events"] == "Power events 0x800000"
     assert states["bank"]["units_online"] == 16
     # 16 x 12.5 A discharging from 16 x 64 % of 100 Ah: 1024 Ah / 200 A = 5.12 h
-    assert states["bank"]["time_to_empty"] == 18432.0
+    assert states["bank"]["time_to_empty"] == 5.12
 
 
 def test_states_wait_a_second_after_a_new_config_and_come_once_per_poll(scene_factory):
@@ -926,7 +925,7 @@ def test_the_checker_catches_what_home_assistant_rejects_or_mangles():
     assert check(lambda d: soc(d).pop("exp_aft"))  # would show stale values
     assert check(lambda d: soc(d).pop("sug_dsp_prc"))  # Home Assistant guesses the precision
     assert check(lambda d: soc(d).update(dev_cla=None, unit_of_meas=None, stat_cla=None))  # text without an icon
-    assert check(lambda d: soc(d).update(suggested_unit_of_measurement="h"))  # not a unit of the class
+    assert check(lambda d: soc(d).update(suggested_unit_of_measurement="h"))  # MQTT drops it silently
     assert check(lambda d: soc(d).update(p="binary_sensor"))  # a unit on a binary sensor; wrong domain
     assert check(lambda d: soc(d).update(json_attr_t="b/s"))  # attributes without a template
     binary = {"p": "binary_sensor", "uniq_id": "x_1_alarm", "def_ent_id": "binary_sensor.x_1_alarm", "name": "Alarm",
