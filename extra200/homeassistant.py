@@ -895,6 +895,13 @@ def automatic_bank_id(master_barcode: Optional[str], port: str) -> str:
     return "%s_%s" % (DEFAULT_BANK_ID, slug)
 
 
+def recorded_bank_id(state_dir: Optional[str]) -> Optional[str]:
+    """The bank id the daemon announced under, as recorded in its state directory (None when unknown)."""
+    data = read_json(os.path.join(state_dir, RECORD_FILE)) if state_dir else None
+    bank_id = data.get("bank_id") if isinstance(data, dict) else None
+    return bank_id if isinstance(bank_id, str) and bank_id else None
+
+
 def automatic_bank_name(bank_id: str, manufacturer: Optional[str]) -> str:
     """``Pylontech 210001`` for ``pylontech_210001``: what tells two banks apart in Home Assistant."""
     if bank_id == DEFAULT_BANK_ID:
@@ -1042,7 +1049,7 @@ def render_dashboard_yaml(batteries: int, bank_id: str = DEFAULT_BANK_ID, cells:
                                   ("alarm:binary_sensor", "Alarm"), ("cycle_count", "Cycles"),
                                   ("state_of_health", "Health")), address)})
     cell_cards: List[Dict[str, Any]] = [
-        {"type": "history-graph", "title": "Battery %d cell voltages" % address, "hours_to_show": 6,
+        {"type": "history-graph", "title": "Battery %d cell voltages" % address, "hours_to_show": 2,
          "entities": [{"entity": unit(address, "cell_%d_voltage" % n), "name": "C%d" % n}
                       for n in range(1, cells + 1)]}
         for address in addresses]

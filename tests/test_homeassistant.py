@@ -11,6 +11,8 @@ import dataclasses
 import json
 import os
 import re
+import subprocess
+import sys
 import threading
 import time
 import uuid
@@ -1005,3 +1007,130 @@ def test_without_discovery_only_states_flow_and_earlier_configs_are_cleared(tmp_
     states = [t for t, p, r in sent if t.endswith("/state")]
     assert states == ["victron-battery-middleware/homeassistant/bank/state",
                       "victron-battery-middleware/homeassistant/battery_1/state"] * 2
+
+
+# ---------------------------------------------------------------------------
+# Identity per bank, upgrades, counters, events
+# ---------------------------------------------------------------------------
+
+def _rebarcoded(battery: Battery, prefix: str) -> Battery:
+    battery.info = dataclasses.replace(battery.info, barcode=prefix + battery.info.barcode[len(prefix):])
+    return battery
+
+
+def test_two_banks_get_ids_and_names_of_their_own(scene_factory, tmp_path):
+    first = scene_factory(bank_id="", bank_name="")
+    one = first.publisher()
+    # the second daemon: the same broker and settings, its own state directory
+    two = HomeAssistantPublisher(first.config, first.link.publish, first.link.subscribe, first.daemon_topic,
+                                 str(tmp_path / "state-2"))
+    two.start()
+    first.publishers.append(two)
+    run_poll(first, one, bank_of(us3000c(1), us3000c(2)))
+    run_poll(first, two, bank_of(*[_rebarcoded(us3000c(a), "PPTBH0240077") for a in (1, 2)]))
+    configs = {t: json.loads(p) for t, p in first.retained().items() if p}
+    assert sorted(t.split("/")[-2] for t in configs) == sorted([
+        "pylontech_210001_bank", "pylontech_210001_PPTBH02400210001", "pylontech_210001_PPTBH02400210002",
+        "pylontech_770001_bank", "pylontech_770001_PPTBH02400770001", "pylontech_770001_PPTBH02400770002"])
+    names = sorted(d["dev"]["name"] for d in configs.values())
+    assert names == ["Pylontech 210001", "Pylontech 210001 battery 1", "Pylontech 210001 battery 2",
+                     "Pylontech 770001", "Pylontech 770001 battery 1", "Pylontech 770001 battery 2"]
+    unique_ids = [c["uniq_id"] for d in configs.values() for c in d["cmps"].values()]
+    entity_ids = [c["def_ent_id"] for d in configs.values() for c in d["cmps"].values()]
+    assert len(set(unique_ids)) == len(unique_ids) and len(set(entity_ids)) == len(entity_ids)
+    assert "sensor.pylontech_770001_bank_energy_charged" in entity_ids
+    # the id is kept in the record: a restart (and a replaced master battery) keeps it
+    one.close()
+    with open(os.path.join(first.state_dir, "homeassistant.json")) as handle:
+        assert json.load(handle)["bank_id"] == "pylontech_210001"
+    again = first.publisher()
+    run_poll(first, again, bank_of(_rebarcoded(us3000c(1), "PPTBH0240099"), us3000c(2)), now=NOW + 60)
+    assert again._bank_id == "pylontech_210001"
+
+
+def test_without_a_barcode_the_automatic_id_comes_from_the_port_after_a_few_polls():
+    sent: List[Tuple[str, str]] = []
+    config = replace(Config(), "serial", port="/dev/ttyUSB0")
+    publisher = HomeAssistantPublisher(config, lambda t, p, qos=0, retain=False: sent.append((t, p)) or True,
+                                       None, "b/status", None)
+    bank = bank_of(us3000c(1, barcode=False))
+    bank.batteries[1].info_time = None  # info not read yet
+    for poll in range(3):
+        publisher.update(bank, summarize_bank(bank), Limits(), None, NOW + poll)
+        assert sent == []  # waiting for the master's barcode
+    publisher.update(bank, summarize_bank(bank), Limits(), None, NOW + 3)
+    assert "homeassistant/device/pylontech_ttyusb0_bank/config" in [t for t, _ in sent]
+    publisher.close()
+
+
+def test_an_upgrade_keeps_the_unique_ids_and_removes_the_retired_text_sensors(scene_factory):
+    scene = scene_factory(bank_id="", bank_name="")
+    os.makedirs(scene.state_dir)
+    old_bank = ["voltage", "current", "power", "soc", "energy_charged", "energy_discharged", "charge_allowed",
+                "discharge_allowed", "alarms", "limit_reasons", "charge_voltage_limit"]
+    old_battery = ["voltage", "soc", "energy_charged", "energy_discharged", "alarms", "events", "state"]
+    record = {"version": 1, "devices": {  # what the previous version recorded (no bank_id, no platforms)
+        "pylontech_bank": {"topic": scene.config_topic("pylontech_bank"), "address": None, "barcode": None,
+                           "components": old_bank, "removed": [], "last_seen": NOW - 60},
+        "pylontech_PPTBH02400210001": {"topic": scene.config_topic("pylontech_PPTBH02400210001"), "address": 1,
+                                       "barcode": "PPTBH02400210001", "components": old_battery, "removed": [],
+                                       "last_seen": NOW - 60}}}
+    with open(os.path.join(scene.state_dir, "homeassistant.json"), "w") as handle:
+        json.dump(record, handle)
+    publisher = scene.publisher()
+    run_poll(scene, publisher, bank_of(us3000c(1)))
+    states = wait_for_states(scene, ["bank", "battery_1"])
+    configs = scene.retained()
+    assert sorted(configs) == sorted([scene.config_topic("pylontech_bank"),
+                                      scene.config_topic("pylontech_PPTBH02400210001")])
+    check_everything(scene, configs, states)
+    bank = json.loads(configs[scene.config_topic("pylontech_bank")])
+    battery = json.loads(configs[scene.config_topic("pylontech_PPTBH02400210001")])
+    # the energy counters keep their unique ids, so their statistics
+    assert bank["cmps"]["energy_charged"]["uniq_id"] == "pylontech_bank_energy_charged"
+    assert battery["cmps"]["energy_discharged"]["uniq_id"] == "pylontech_PPTBH02400210001_energy_discharged"
+    # the old text sensors are removed on their platform; their binary successors are new components
+    for key in ("charge_allowed", "discharge_allowed", "alarms"):
+        assert bank["cmps"][key] == {"p": "sensor"}
+    assert battery["cmps"]["alarms"] == {"p": "sensor"}
+    assert bank["cmps"]["charging_allowed"]["p"] == "binary_sensor"
+    assert bank["dev"]["name"] == "Battery bank" and battery["dev"]["name"] == "Battery 1"
+
+
+def test_stat_counters_and_events_as_users_of_other_integrations_know_them(scene_factory):
+    scene = scene_factory()
+    publisher = scene.publisher()
+    many = ", ".join("Cell %d voltage high (warning)" % n for n in range(1, 16))
+    one = us3000c(1)
+    one.stats.counters.update({"Charge Cnt.": "20", "Bat OV Times": "3", "SC Times": "garbled"})
+    publisher._event_text = lambda battery: many if battery.address == 1 else "No events"
+    run_poll(scene, publisher, bank_of(one, us3000c(2)))
+    states = wait_for_states(scene, ["battery_1", "battery_2"])
+    configs = scene.retained()
+    check_everything(scene, configs, states)
+    battery = json.loads(configs[scene.config_topic("pylontech_PPTBH02400210001")])
+    counter = battery["cmps"]["cell_overvoltage_count"]
+    assert counter["stat_cla"] == "total_increasing" and counter["ent_cat"] == "diagnostic"
+    assert counter["ic"] == "mdi:counter" and counter["name"] == "Cell over-voltage count"
+    state = states["battery_1"]
+    assert state["charge_count"] == 20 and state["cell_overvoltage_count"] == 3
+    assert state["short_circuit_count"] is None  # not a number: unknown, not a wrong count
+    assert len(many) > 255
+    assert state["events"] == "Cell 1 voltage high (warning) and 14 more"
+    assert state["events_attributes"]["events"] == many.split(", ")
+    assert states["battery_2"]["events"] == "No events" and states["battery_2"]["events_attributes"] == {"events": []}
+
+
+def test_the_command_prints_a_dashboard_for_the_bank_id_the_daemon_uses(tmp_path):
+    state = tmp_path / "state"
+    state.mkdir()
+    (state / "homeassistant.json").write_text(json.dumps({"version": 1, "devices": {}, "bank_id": "pylontech_770001"}))
+    config = tmp_path / "config.yaml"
+    config.write_text("state_dir: %s\n" % state)
+    command = [sys.executable, os.path.join(ROOT, "extra200tomqtt.py"), "--config", str(config), "homeassistant-yaml",
+               "--dashboard", "--batteries", "2", "--cells", "16"]
+    text = subprocess.run(command, stdout=subprocess.PIPE, check=True, text=True).stdout
+    assert text == render_dashboard_yaml(2, "pylontech_770001", 16)
+    assert "sensor.pylontech_770001_battery_2_cell_16_voltage" in text
+    text = subprocess.run(command + ["--bank-id", "garage"], stdout=subprocess.PIPE, check=True, text=True).stdout
+    assert "binary_sensor.garage_bank_alarm" in text
