@@ -7,22 +7,27 @@ against a running Home Assistant 2026.11):
   ``<prefix>/device/<id>/config`` with ``dev``, ``o`` (origin) and ``cmps``;
   one device for the bank and one per battery (``via_device`` the bank);
 * identities that survive restarts and re-cabling: a battery is identified by
-  its barcode where the console gives one, else by bank id and address;
-* correct device_class / unit / state_class triples, ``suggested_display_precision``,
-  ``entity_category: diagnostic`` for secondary data, ``default_entity_id`` with
-  its ``sensor.`` domain, per-cell entities disabled by default;
+  its barcode where the console gives one, else by bank id and address; a bank
+  id of each bank's own (``_resolve_bank``: configured, else recorded, else from
+  the master's barcode), so two banks never share ids or device names;
+* correct device_class / unit / state_class triples, ``suggested_display_precision``
+  and an icon on every entity, ``entity_category: diagnostic`` for secondary data,
+  ``default_entity_id`` with its domain; binary sensors (``ON`` / ``OFF``) for
+  alarms and permissions, with details as JSON attributes (``<key>_attributes`` in
+  the state); per-cell entities other than the voltages disabled by default;
 * availability: the daemon's retained ``online``/``offline`` (last will) plus one
   topic per battery, ``availability_mode: all``; ``expire_after`` on every
   entity so values go unavailable when polling stops;
 * configs re-sent when Home Assistant announces ``online`` on its status topic
   and after every reconnect; entities that no longer exist are removed (a
   whole device: empty retained config; one component: reduced to
-  ``{"p": "sensor"}``, as simply omitting it does not remove it);
+  ``{"p": <its platform>}``, as simply omitting it does not remove it; the
+  record keeps each component's platform);
 * one JSON state message per device per poll, never within a second of a new
   config (Home Assistant subscribes in batches and would drop it).
 
 The same entity tables produce the manual YAML (``render_manual_yaml``) for
-users who prefer ``mqtt: sensor: !include pylon-batteries.yaml`` and the
+users who prefer ``mqtt: !include pylon-batteries.yaml`` and the
 sample dashboard (``render_dashboard_yaml``).  Topics for state and
 availability are by address (``<topic_base>/homeassistant/battery_<N>/state``),
 so the YAML and discovery read the same messages; only the identities differ.
@@ -73,7 +78,6 @@ EventText = Callable[[Battery], Optional[str]]
 STATE_OPTIONS = ("Charging", "Discharging", "Idle", "Balancing", "Error", "Other")
 _STATE_WORDS = {"charge": "Charging", "dischg": "Discharging", "discharge": "Discharging", "idle": "Idle",
                 "balance": "Balancing", "syserror": "Error", "error": "Error"}
-YES_NO = ("Yes", "No")
 _MANUFACTURERS = {"pylon": "Pylontech", "pytes": "Pytes"}
 
 # device_class -> unit for the measurement kinds used here (see the discovery notes, section 7)
