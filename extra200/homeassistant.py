@@ -1052,11 +1052,13 @@ def render_dashboard_yaml(batteries: int, bank_id: str = DEFAULT_BANK_ID, cells:
                                   ("cell_voltage_max", "Highest cell"), ("cell_voltage_delta", "Cell spread"),
                                   ("alarm:binary_sensor", "Alarm"), ("cycle_count", "Cycles"),
                                   ("state_of_health", "Health")), address)})
-    cell_cards: List[Dict[str, Any]] = [
-        {"type": "history-graph", "title": "Battery %d cell voltages" % address, "hours_to_show": 2,
-         "entities": [{"entity": unit(address, "cell_%d_voltage" % n), "name": "C%d" % n}
-                      for n in range(1, cells + 1)]}
-        for address in addresses]
+    cell_cards: List[Dict[str, Any]] = []
+    for address in addresses:  # each battery: its cells now, then their last hours
+        cell_rows = [{"entity": unit(address, "cell_%d_voltage" % n), "name": "C%d" % n} for n in range(1, cells + 1)]
+        cell_cards.append({"type": "vertical-stack", "cards": [
+            {"type": "glance", "title": "Battery %d cells" % address, "columns": 8 if cells > 15 else 5,
+             "show_icon": False, "entities": cell_rows},
+            {"type": "history-graph", "hours_to_show": 2, "entities": cell_rows}]})
     dashboard = {
         "title": "Batteries",
         "views": [

@@ -27,6 +27,8 @@ SCRIPTS = os.path.join(ROOT, "scripts")
 def _home_assistant_missing() -> str:
     if os.environ.get("EXTRA200_SKIP_REAL_HA") == "1":
         return "EXTRA200_SKIP_REAL_HA=1"
+    if os.geteuid() != 0:
+        return "Home Assistant runs in a chroot: root only"
     if not (shutil.which("chromium") or shutil.which("chromium-browser")):
         return "no chromium (apt-get install chromium)"
     if not shutil.which("mosquitto"):
