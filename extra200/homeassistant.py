@@ -1276,7 +1276,9 @@ class HomeAssistantPublisher:
         master = min(bank.present(), key=lambda b: b.address, default=None)
         bank_id = self._ha.bank_id or self._recorded_bank_id
         if not bank_id:
-            barcode = master.barcode if master is not None else None
+            if master is None:
+                return False  # no battery has answered yet: nothing to name the bank after
+            barcode = master.barcode
             if barcode is None and self._identity_polls < IDENTITY_WAIT_POLLS:
                 self._identity_polls += 1
                 return False

@@ -1028,6 +1028,7 @@ def test_two_banks_get_ids_and_names_of_their_own(scene_factory, tmp_path):
     first.publishers.append(two)
     run_poll(first, one, bank_of(us3000c(1), us3000c(2)))
     run_poll(first, two, bank_of(*[_rebarcoded(us3000c(a), "PPTBH0240077") for a in (1, 2)]))
+    first.collector.wait_for(lambda: len(first.collector.latest("/device/")) >= 6, "both banks' configs")
     configs = {t: json.loads(p) for t, p in first.retained().items() if p}
     assert sorted(t.split("/")[-2] for t in configs) == sorted([
         "pylontech_210001_bank", "pylontech_210001_PPTBH02400210001", "pylontech_210001_PPTBH02400210002",
