@@ -514,7 +514,7 @@ ICONS = {
     "cell_voltage_average": "mdi:approximately-equal", "cells_balancing": "mdi:scale-balance",
     # per cell, by the part after cell_N_
     "coulomb": "mdi:battery-50", "soc": "mdi:battery-50", "voltage_state": "mdi:list-status",
-    "current_state": "mdi:list-status", "temperature_state": "mdi:list-status", "balancing": "mdi:scale-balance",
+    "current_state": "mdi:list-status", "temperature_state": "mdi:list-status", "balancer": "mdi:scale-balance",
 }
 STAT_ICON = "mdi:counter"
 
@@ -708,7 +708,9 @@ def cell_entities(number: int, level: str) -> List[Entity]:
             _measure("current", prefix + "current", label + "current", _cell_value(index, "current"), 2, **off),
             _measure("percent", prefix + "soc", label + "state of charge", _cell_value(index, "soc"), 0, **off),
             _measure("charge", prefix + "coulomb", label + "charge", _cell_value(index, "coulomb"), 2, **off),
-            _binary(prefix + "balancing", label + "balancing", _cell_value(index, "balancing"), **off),
+            # a binary sensor under a new key: the text sensor cell_N_balancing of earlier versions
+            # is removed on its own platform (a platform change under one key would orphan it)
+            _binary(prefix + "balancer", label + "balancer", _cell_value(index, "balancing"), **off),
         ]
     return entities
 

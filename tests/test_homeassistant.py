@@ -28,8 +28,10 @@ from extra200.config import Config, replace
 from extra200.derive import summarize_bank
 from extra200.energy import EnergySnapshot, EnergyTotals
 from extra200.homeassistant import (
+    BANK_ENTITIES,
     STAT_COUNTERS,
     HomeAssistantPublisher,
+    battery_entities,
     battery_alarms,
     clip_text,
     limit_alarms,
@@ -620,7 +622,7 @@ def test_sixteen_pytes_at_cell_level_high(scene_factory):
     assert not {"mos_temperature", "cycle_count", "state_of_health"} & set(one["cmps"])
     cell_keys = [k for k in one["cmps"] if re.match(r"cell_\d+_", k)]
     assert len(cell_keys) == 16 * 10
-    assert one["cmps"]["cell_16_balancing"]["en"] is False
+    assert one["cmps"]["cell_16_balancer"]["en"] is False and one["cmps"]["cell_16_balancer"]["p"] == "binary_sensor"
     assert states["battery_16"]["cell_16_voltage"] == 3.3295
     assert states["battery_16"]["cell_16_current"] is None  # Pytes V5 prints no cell current
     assert states["battery_3"]["events"] == "Power events 0x800000"
@@ -743,7 +745,7 @@ def test_a_lower_cell_level_reduces_those_components(scene_factory):
     removed |= {k for k, v in low["cmps"].items() if v == {"p": "binary_sensor"}}
     assert removed == expected
     # each is removed on the platform it was announced on
-    assert low["cmps"]["cell_3_balancing"] == {"p": "binary_sensor"} and high["cmps"]["cell_3_balancing"]["p"] == \
+    assert low["cmps"]["cell_3_balancer"] == {"p": "binary_sensor"} and high["cmps"]["cell_3_balancer"]["p"] == \
         "binary_sensor"
     assert low["cmps"]["cell_3_voltage"]["uniq_id"] == "pylontech_PPTBH02400210001_cell_3_voltage"
     check_everything(scene, {topic: json.dumps(low).encode()}, {})
@@ -1093,6 +1095,9 @@ def test_an_upgrade_keeps_the_unique_ids_and_removes_the_retired_text_sensors(sc
     # the old text sensors are removed on their platform; their binary successors are new components
     for key in ("charge_allowed", "discharge_allowed", "alarms"):
         assert bank["cmps"][key] == {"p": "sensor"}
+    # no key announced before changes its platform (that would orphan the old entity)
+    for key, comp in list(bank["cmps"].items()) + list(battery["cmps"].items()):
+        assert key not in old_bank + old_battery or comp["p"] == "sensor", key
     assert battery["cmps"]["alarms"] == {"p": "sensor"}
     assert bank["cmps"]["charging_allowed"]["p"] == "binary_sensor"
     assert bank["dev"]["name"] == "Battery bank" and battery["dev"]["name"] == "Battery 1"
@@ -1135,3 +1140,25 @@ def test_the_command_prints_a_dashboard_for_the_bank_id_the_daemon_uses(tmp_path
     assert "sensor.pylontech_770001_battery_2_cell_16_voltage" in text
     text = subprocess.run(command + ["--bank-id", "garage"], stdout=subprocess.PIPE, check=True, text=True).stdout
     assert "binary_sensor.garage_bank_alarm" in text
+
+
+# Every component key the version before binary sensors announced (all of them sensors).
+EARLIER_SENSOR_KEYS = {
+    "voltage", "current", "power", "soc", "temperature", "cell_temperature_min", "cell_temperature_max",
+    "mos_temperature", "cell_voltage_min", "cell_voltage_max", "cell_voltage_delta", "cell_voltage_min_id",
+    "cell_voltage_max_id", "capacity", "remaining_capacity", "stored_energy", "energy_charged", "energy_discharged",
+    "time_to_empty", "time_to_full", "cycle_count", "state_of_health", "units_online", "charge_voltage_limit",
+    "charge_current_limit", "discharge_current_limit", "charge_allowed", "discharge_allowed", "charge_mode",
+    "limit_reasons", "alarms", "state", "events", "cell_voltage_average", "cells_balancing",
+} | {"cell_%d_%s" % (n, column) for n in range(1, 17) for column in (
+    "voltage", "temperature", "state", "voltage_state", "current_state", "temperature_state", "current", "soc",
+    "coulomb", "balancing")}
+
+
+def test_no_component_key_changes_its_platform():
+    """Home Assistant keys a discovered entity by platform and key: a sensor turned binary sensor under the
+    same key would leave the sensor behind, so new platforms come with new keys (the old ones are removed)."""
+    entities = list(BANK_ENTITIES) + battery_entities("high", 16)
+    binary = {e.key for e in entities if e.platform == "binary_sensor"}
+    assert binary and not binary & EARLIER_SENSOR_KEYS
+    assert {"charge_allowed", "discharge_allowed", "alarms", "cell_1_balancing"}.isdisjoint(e.key for e in entities)
