@@ -49,6 +49,9 @@ def _parser() -> argparse.ArgumentParser:
     yaml_cmd.add_argument("--batteries", type=int, default=3)
     yaml_cmd.add_argument("--cells", type=int, default=15)
     yaml_cmd.add_argument("--level", default="low", choices=["off", "low", "medium", "high"])
+    yaml_cmd.add_argument("--dashboard", action="store_true", help="print the dashboard (Lovelace YAML) instead")
+    yaml_cmd.add_argument("--bank-id", default="",
+                          help="default: homeassistant.bank_id, else the one the daemon uses (state_dir), else pylontech")
     sub.add_parser("check-config", help="validate the configuration file and exit")
     return parser
 
@@ -100,12 +103,24 @@ def main(argv: Optional[List[str]] = None) -> int:
         print("%s is valid" % (args.config or DEFAULT_CONFIG))
         return EXIT_OK
     if args.command == "homeassistant-yaml":
-        from .homeassistant import expire_after_for, render_manual_yaml
+        from .homeassistant import (
+            DEFAULT_BANK_ID,
+            DEFAULT_BANK_NAME,
+            expire_after_for,
+            recorded_bank_id,
+            render_dashboard_yaml,
+            render_manual_yaml,
+        )
 
+        bank_id = (args.bank_id or config.homeassistant.bank_id or recorded_bank_id(config.state_dir)
+                   or DEFAULT_BANK_ID)
+        if args.dashboard:
+            sys.stdout.write(render_dashboard_yaml(args.batteries, bank_id, args.cells))
+            return EXIT_OK
         sys.stdout.write(render_manual_yaml(
             batteries=args.batteries, cells_per_battery=args.cells, level=args.level,
-            topic_base=config.mqtt.topic_base, bank_id=config.homeassistant.bank_id,
-            bank_name=config.homeassistant.bank_name, expire_after=expire_after_for(config)))
+            topic_base=config.mqtt.topic_base, bank_id=bank_id,
+            bank_name=config.homeassistant.bank_name or DEFAULT_BANK_NAME, expire_after=expire_after_for(config)))
         return EXIT_OK
 
     # Command line and environment win over the file (start.sh points the log at its RAM disk).

@@ -217,8 +217,10 @@ class HomeAssistantConfig:
     discovery: bool = True  # announce the entities; false = states only, for homeassistant/pylon-batteries.yaml
     discovery_prefix: str = "homeassistant"
     status_topic: str = ""  # Home Assistant's birth / will topic; empty = <discovery_prefix>/status
-    bank_id: str = "pylontech"  # starts every device id, unique id and entity id; [a-z0-9_]; change = new entities
-    bank_name: str = "Battery bank"  # the bank device's name in Home Assistant
+    # starts every device id, unique id and entity id; [a-z0-9_]; change = new entities; empty = automatic
+    # (the one used before, else from the master's barcode: pylontech_210001)
+    bank_id: str = ""
+    bank_name: str = ""  # the bank device's name in Home Assistant; empty = automatic (Pylontech 210001)
     expire_after: int = 0  # seconds without a state before values show unavailable; 0 = 3 x reading_freq, >= 30
     remove_after: float = 86400.0  # seconds an absent unit keeps its entities (only when battery.addresses is empty)
 
@@ -428,8 +430,7 @@ _CHECKS: Dict[str, Callable[[Any], Optional[str]]] = {
     "cells.level": _one_of("off", "low", "medium", "high"),
     "homeassistant.discovery_prefix": _topic(optional=False),
     "homeassistant.status_topic": _topic(optional=True),
-    "homeassistant.bank_id": _identifier,
-    "homeassistant.bank_name": lambda v: None if v.strip() else "must not be empty",
+    "homeassistant.bank_id": lambda v: None if v == "" else _identifier(v),
     "homeassistant.expire_after": _between(0, 86400),
     "homeassistant.remove_after": _between(60, 365 * 86400),
 }

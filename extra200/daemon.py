@@ -167,7 +167,7 @@ class Daemon:
     def _event_text(self, battery: Any) -> str:
         if self.events is None:
             return "Events monitoring off"
-        return self.events.active_text(battery.address, level="info") or "No events"
+        return self.events.active_text(battery.address, level="warning") or "No events"
 
     def _publish_victron(self, topic: str, payload: str, last_word: bool = False) -> bool:
         """Data goes out fire-and-forget; a last word with qos 1, waiting briefly until the broker has it."""

@@ -78,10 +78,17 @@ VICTRON_COUNTING = ("ChargedEnergy", "DischargedEnergy")  # they grow with time
 # Unknown in the clean bank too: no time to go while charging or resting, a unit without a MOSFET sensor.
 MAY_BE_UNKNOWN = {"TimeToGo", "MOSTemperature", "mos_temperature", "time_to_full", "time_to_empty"}
 HA_CONTROL = {
-    "charge_voltage_limit", "charge_current_limit", "discharge_current_limit", "charge_allowed",
-    "discharge_allowed", "charge_mode", "limit_reasons", "alarms", "events",
+    "charge_voltage_limit", "charge_current_limit", "discharge_current_limit", "charging_allowed",
+    "discharging_allowed", "charge_mode", "limit_reasons", "alarm", "events",
     "energy_charged", "energy_discharged",  # they grow with time
 }
+
+
+def ha_control(key: str) -> bool:
+    """A Home Assistant state key that follows the charge control (its alarms, its attributes too)."""
+    if key.endswith("_attributes"):
+        key = key[:-len("_attributes")]
+    return key in HA_CONTROL or key.startswith("alarm_")
 
 
 # ----------------------------------------------------------------------------- helpers
@@ -118,7 +125,7 @@ def measured(base: str, topic: str, payload: bytes) -> Dict[str, Any]:
         view["System"] = {k: v for k, v in data.get("System", {}).items() if k not in VICTRON_CONTROL_SYSTEM}
         view["History"] = {k: v for k, v in data.get("History", {}).items() if k not in VICTRON_COUNTING}
         return view
-    return {k: v for k, v in data.items() if k not in HA_CONTROL}
+    return {k: v for k, v in data.items() if not ha_control(k)}
 
 
 def complete(view: Dict[str, Any]) -> bool:

@@ -11,6 +11,8 @@ import dataclasses
 import json
 import os
 import re
+import subprocess
+import sys
 import threading
 import time
 import uuid
@@ -21,11 +23,15 @@ import pytest
 import yaml
 
 from conftest import ROOT
+from extra200.charge_limits import ALARM_NAMES
 from extra200.config import Config, replace
 from extra200.derive import summarize_bank
 from extra200.energy import EnergySnapshot, EnergyTotals
 from extra200.homeassistant import (
+    BANK_ENTITIES,
+    STAT_COUNTERS,
     HomeAssistantPublisher,
+    battery_entities,
     battery_alarms,
     clip_text,
     limit_alarms,
@@ -59,17 +65,21 @@ ABBREVIATIONS = {
     "json_attr_t": "json_attributes_topic", "cmps": "components", "o": "origin", "dev": "device",
     "ids": "identifiers", "cns": "connections", "mf": "manufacturer", "mdl": "model", "mdl_id": "model_id",
     "sw": "sw_version", "hw": "hw_version", "sn": "serial_number", "sa": "suggested_area",
-    "cu": "configuration_url", "url": "support_url", "t": "topic",
+    "cu": "configuration_url", "url": "support_url", "t": "topic", "ic": "icon",
+    "json_attr_tpl": "json_attributes_template",
 }
 ROOT_KEYS = {"device", "origin", "components", "state_topic", "availability", "availability_topic",
              "availability_mode", "qos", "encoding"}
 DEVICE_KEYS = {"identifiers", "connections", "name", "manufacturer", "model", "model_id", "sw_version",
                "hw_version", "serial_number", "suggested_area", "configuration_url", "via_device"}
 ORIGIN_KEYS = {"name", "sw_version", "support_url"}
-SENSOR_KEYS = {"platform", "unique_id", "default_entity_id", "name", "device_class", "unit_of_measurement",
-               "state_class", "suggested_display_precision", "entity_category", "enabled_by_default",
-               "expire_after", "value_template", "options", "state_topic", "availability", "availability_mode",
-               "device", "qos"}
+COMMON_KEYS = {"platform", "unique_id", "default_entity_id", "name", "device_class", "entity_category",
+               "enabled_by_default", "expire_after", "value_template", "state_topic", "availability",
+               "availability_mode", "device", "qos", "icon", "json_attributes_topic", "json_attributes_template"}
+SENSOR_KEYS = COMMON_KEYS | {"unit_of_measurement", "state_class", "suggested_display_precision", "options"}
+BINARY_SENSOR_KEYS = COMMON_KEYS | {"payload_on", "payload_off"}
+# binary_sensor device classes used here, from Home Assistant's list
+BINARY_CLASSES = {None, "problem", "battery_charging", "battery", "power", "running", "safety", "heat", "cold"}
 ENERGY_UNITS = {"Wh", "kWh", "MWh", "J", "kJ", "MJ", "GJ"}
 # device_class -> (allowed units, allowed state classes); section 7's table
 CLASSES = {
@@ -81,21 +91,27 @@ CLASSES = {
     "energy": (ENERGY_UNITS, {"total_increasing", "total"}),
     "energy_storage": (ENERGY_UNITS, {"measurement"}),
     "duration": ({"s", "min", "h", "d"}, {"measurement"}),
-    None: ({None, "Ah"}, {None, "measurement", "total_increasing"}),
+    None: ({None, "Ah", "%"}, {None, "measurement", "total_increasing"}),
 }
+# state-dependent icons of Home Assistant's own: these may go without an icon
+STATE_ICON_CLASSES = {"battery", "problem", "battery_charging"}
 ID = re.compile(r"^[A-Za-z0-9_-]+$")
-ENTITY_ID = re.compile(r"^sensor\.[a-z0-9_]+$")
+ENTITY_ID = re.compile(r"^(sensor|binary_sensor)\.[a-z0-9_]+$")
 TEMPLATE = re.compile(r"^\{\{ value_json\.([a-z0-9_]+) \}\}$")
+ATTRIBUTES_TEMPLATE = re.compile(r"^\{\{ value_json\.([a-z0-9_]+) \| tojson \}\}$")
+ICON = re.compile(r"^mdi:[a-z0-9-]+$")
 
 
 def expand(options: Dict[str, Any]) -> Dict[str, Any]:
     return {ABBREVIATIONS.get(k, k): v for k, v in options.items()}
 
 
-def sensor_problems(where: str, comp: Dict[str, Any], seen_ids: Dict[str, str]) -> List[str]:
-    """One sensor's options (full names) against section 7; records its unique id and entity id."""
+def sensor_problems(where: str, comp: Dict[str, Any], seen_ids: Dict[str, str],
+                    platform: str = "sensor") -> List[str]:
+    """One entity's options (full names) against section 7; records its unique id and entity id."""
+    keys = SENSOR_KEYS if platform == "sensor" else BINARY_SENSOR_KEYS
     problems = ["%s: unknown key %s (Home Assistant drops it silently)" % (where, k) for k in comp
-                if k not in SENSOR_KEYS]
+                if k not in keys]
     for required in ("unique_id", "name", "value_template", "default_entity_id"):
         if not comp.get(required):
             problems.append("%s: no %s" % (where, required))
@@ -104,12 +120,24 @@ def sensor_problems(where: str, comp: Dict[str, Any], seen_ids: Dict[str, str]) 
         if value in seen_ids:
             problems.append("%s: %s %s also used by %s" % (where, kind, value, seen_ids[value]))
         seen_ids[value] = where
-    if not ENTITY_ID.match(str(comp.get("default_entity_id"))):
-        problems.append("%s: default_entity_id %r lacks the sensor. domain" % (where, comp.get("default_entity_id")))
+    entity_id = str(comp.get("default_entity_id"))
+    if not ENTITY_ID.match(entity_id) or entity_id.split(".")[0] != platform:
+        problems.append("%s: default_entity_id %r lacks the %s. domain" % (where, entity_id, platform))
     device_class = comp.get("device_class")
     unit = comp.get("unit_of_measurement")
     state_class = comp.get("state_class")
-    if device_class == "enum":
+    icon = comp.get("icon")
+    if icon is None and device_class not in STATE_ICON_CLASSES:
+        problems.append("%s: no icon" % where)
+    elif icon is not None and not ICON.match(str(icon)):
+        problems.append("%s: icon %r" % (where, icon))
+    if ("json_attributes_topic" in comp) != ("json_attributes_template" in comp) or (
+            "json_attributes_template" in comp and not ATTRIBUTES_TEMPLATE.match(comp["json_attributes_template"])):
+        problems.append("%s: json attributes need a topic and a template of value_json.<key> | tojson" % where)
+    if platform == "binary_sensor":
+        if device_class not in BINARY_CLASSES:
+            problems.append("%s: binary_sensor device_class %r" % (where, device_class))
+    elif device_class == "enum":
         if not comp.get("options") or unit is not None or state_class is not None:
             problems.append("%s: enum needs options and no unit / state_class" % where)
     else:
@@ -131,6 +159,8 @@ def sensor_problems(where: str, comp: Dict[str, Any], seen_ids: Dict[str, str]) 
     precision = comp.get("suggested_display_precision")
     if precision is not None and not (isinstance(precision, int) and precision >= 0):
         problems.append("%s: bad suggested_display_precision %r" % (where, precision))
+    if precision is None and (unit is not None or state_class is not None):
+        problems.append("%s: a number without suggested_display_precision" % where)
     if not TEMPLATE.match(str(comp.get("value_template"))):
         problems.append("%s: value_template %r" % (where, comp.get("value_template")))
     return problems
@@ -169,14 +199,18 @@ def discovery_problems(topic: str, payload: bytes, prefix: str, daemon_topic: st
     for key, comp in components.items():
         comp = expand(comp)
         where = "%s[%s]" % (topic, key)
-        if comp.get("platform") != "sensor":
-            problems.append("%s: platform %r" % (where, comp.get("platform")))
+        platform = comp.get("platform")
+        if platform not in ("sensor", "binary_sensor"):
+            problems.append("%s: platform %r" % (where, platform))
+            continue
         if set(comp) == {"platform"}:
             continue  # a removed component (section 3)
-        problems += sensor_problems(where, {k: v for k, v in comp.items() if k != "platform"}, seen_ids)
+        problems += sensor_problems(where, {k: v for k, v in comp.items() if k != "platform"}, seen_ids, platform)
         template = TEMPLATE.match(str(comp.get("value_template")))
         if template and template.group(1) != key:
             problems.append("%s: the template reads %s" % (where, template.group(1)))
+        if comp.get("json_attributes_topic") not in (None, doc.get("state_topic")):
+            problems.append("%s: attributes from another topic than the state" % where)
     return problems
 
 
@@ -191,9 +225,15 @@ def state_problems(config: Dict[str, Any], state: Dict[str, Any]) -> List[str]:
             problems.append("state lacks %s" % key)
             continue
         value = state[key]
+        attributes = ATTRIBUTES_TEMPLATE.match(str(comp.get("json_attributes_template")))
+        if attributes and not isinstance(state.get(attributes.group(1)), dict):
+            problems.append("%s: attributes %s are not a JSON object" % (key, attributes.group(1)))
         if value is None:
             continue
-        if comp.get("device_class") == "enum":
+        if comp.get("platform") == "binary_sensor":
+            if value not in ("ON", "OFF"):
+                problems.append("%s: %r is neither ON nor OFF" % (key, value))
+        elif comp.get("device_class") == "enum":
             if value not in comp["options"]:
                 problems.append("%s: %r not among the options" % (key, value))
         elif comp.get("unit_of_measurement") or comp.get("state_class"):
@@ -221,7 +261,7 @@ def us3000c(address: int, amps: float = 8.0, barcode: bool = True) -> Battery:
         base_state="Charge" if amps > 0 else "Dischg", voltage_state="Normal", current_state="Normal",
         temperature_state="Normal", soc=76.0, time="2026-11-20 10:00:00",
         battery_voltage_state="Normal", battery_temperature_state="Normal", mos_temperature=25.5,
-        mos_temperature_state="Normal")
+        mos_temperature_state="Normal", system_alarm_state="Normal")
     battery.detail = PowerDetail(address=address, voltage=50.125, current=amps, total_capacity=74.0, soh_state="Normal",
                                  bat_events=0, power_events=0, system_fault=0)
     battery.cells = CellTable(address, tuple(
@@ -232,7 +272,9 @@ def us3000c(address: int, amps: float = 8.0, barcode: bool = True) -> Battery:
                               main_soft_version="B69.25.0.0", soft_version="V2.9", specification="48V/74AH",
                               barcode=("PPTBH02400210%03d" % address) if barcode else None, nominal_capacity=74.0,
                               cell_count=15)
-    battery.stats = Statistics(address=address, cycle_count=310 + address, soh=99.0 - address)
+    counters = {label: str(address * 10 + n) for n, (label, _, _) in enumerate(STAT_COUNTERS)}
+    counters.update({"CYCLE Times": str(310 + address), "Charge Times": "21462"})
+    battery.stats = Statistics(address=address, cycle_count=310 + address, soh=99.0 - address, counters=counters)
     battery.info_time = battery.stats_time = battery.cells_time = battery.detail_time = battery.row_time = 100.0
     return battery
 
@@ -384,8 +426,9 @@ class Scene:
         self.prefix = "ha%s" % tag
         self.base = "bank%s" % tag
         config = replace(Config(), "mqtt", topic_base=self.base)
-        config = replace(config, "homeassistant", discovery_prefix=self.prefix,
-                         **{k: v for k, v in changes.items() if k in ("remove_after", "bank_id")})
+        ha_changes = {k: v for k, v in changes.items() if k in ("remove_after", "bank_id", "bank_name")}
+        ha_changes.setdefault("bank_id", "pylontech")  # the automatic id has tests of its own
+        config = replace(config, "homeassistant", discovery_prefix=self.prefix, **ha_changes)
         if "level" in changes:
             config = replace(config, "cells", level=changes["level"])
         if "addresses" in changes:
@@ -504,7 +547,22 @@ def test_three_us3000c_at_cell_level_low(scene_factory):
     assert voltage == {"p": "sensor", "name": "Voltage", "uniq_id": "pylontech_PPTBH02400210002_voltage",
                        "def_ent_id": "sensor.pylontech_battery_2_voltage", "dev_cla": "voltage",
                        "unit_of_meas": "V", "stat_cla": "measurement", "sug_dsp_prc": 2, "exp_aft": 30,
-                       "val_tpl": "{{ value_json.voltage }}"}
+                       "val_tpl": "{{ value_json.voltage }}", "ic": "mdi:sine-wave"}
+    alarm = battery["cmps"]["alarm"]
+    assert alarm == {"p": "binary_sensor", "name": "Alarm", "uniq_id": "pylontech_PPTBH02400210002_alarm",
+                     "def_ent_id": "binary_sensor.pylontech_battery_2_alarm", "dev_cla": "problem", "exp_aft": 30,
+                     "val_tpl": "{{ value_json.alarm }}", "json_attr_t": scene.state_topic("battery_2"),
+                     "json_attr_tpl": "{{ value_json.alarm_attributes | tojson }}"}
+    assert battery["cmps"]["charging"]["dev_cla"] == "battery_charging"
+    assert battery["cmps"]["current"]["name"] == "Current (+ charging)"
+    assert battery["cmps"]["power"]["name"] == "Power (+ discharging)"
+    assert battery["cmps"]["charge_power"]["name"] == "Power (+ charging)"
+    assert "dev_cla" not in battery["cmps"]["state_of_health"]  # not a charge level
+    assert battery["cmps"]["state_of_health"]["unit_of_meas"] == "%"
+    assert battery["cmps"]["stored_energy"]["unit_of_meas"] == "kWh"
+    bank_config = json.loads(configs[scene.config_topic(keys[0])])
+    assert bank_config["cmps"]["time_to_empty"]["unit_of_meas"] == "h"
+    assert bank_config["cmps"]["alarm_high_voltage"]["dev_cla"] == "problem"
     assert battery["cmps"]["energy_charged"]["stat_cla"] == "total_increasing"
     assert battery["cmps"]["energy_charged"]["unit_of_meas"] == "kWh"
     assert battery["cmps"]["stored_energy"]["dev_cla"] == "energy_storage"
@@ -512,28 +570,36 @@ def test_three_us3000c_at_cell_level_low(scene_factory):
     assert battery["cmps"]["cycle_count"]["ent_cat"] == "diagnostic"
     cells = [k for k in battery["cmps"] if k.startswith("cell_") and k[5].isdigit()]
     assert sorted(cells) == sorted("cell_%d_voltage" % n for n in range(1, 16))
-    assert all(battery["cmps"][k]["en"] is False for k in cells)
+    assert all("en" not in battery["cmps"][k] for k in cells)  # cell voltages are enabled (the cells chart)
 
     # Exact values in the state of battery 2 (discharging at 20 A).
     two = states["battery_2"]
     assert two["voltage"] == 50.125 and two["current"] == -20.0
     assert two["power"] == 1002.5  # Home Assistant's sign: + discharging
+    assert two["charge_power"] == -1002.5 and two["charging"] == "OFF"
     assert two["soc"] == 76.0 and two["state"] == "Discharging"
     assert two["cell_voltage_min"] == 3.331 and two["cell_voltage_min_id"] == "B2C7"
     assert two["cell_voltage_max"] == 3.346 and two["cell_voltage_max_id"] == "B2C12"
     assert two["cell_voltage_delta"] == 0.015
     assert two["cell_7_voltage"] == 3.331
     assert two["energy_charged"] == 6.0 and two["energy_discharged"] == 5.0
-    assert two["stored_energy"] == round(74.0 * 0.76 * 48, 1)
+    assert two["stored_energy"] == round(74.0 * 0.76 * 48 / 1000, 3)  # kWh
     assert two["cycle_count"] == 312 and two["state_of_health"] == 97.0
-    assert two["alarms"] == "OK" and two["events"] == "No events"
+    assert two["alarm"] == "OFF" and two["alarm_attributes"] == {"active": []}
+    assert two["alarm_voltage"] == "OFF" and two["alarm_voltage_attributes"] == {"state": "Normal"}
+    assert two["events"] == "No events" and two["events_attributes"] == {"events": []}
     bank_state = states["bank"]
     assert bank_state["units_online"] == 3
     assert bank_state["charge_voltage_limit"] == 52.5 and bank_state["discharge_current_limit"] == 90.0
-    assert bank_state["charge_allowed"] == "Yes" and bank_state["alarms"] == "Low SoC (warning)"
+    assert bank_state["charging_allowed"] == "ON" and bank_state["charging_allowed_attributes"] == {
+        "reason": "configured maximum"}
+    assert bank_state["alarm"] == "ON" and bank_state["alarm_attributes"] == {"alarms": [], "warnings": ["Low SoC"]}
+    assert bank_state["alarm_low_soc"] == "ON" and bank_state["alarm_low_soc_attributes"] == {"level": "warning"}
+    assert bank_state["alarm_high_voltage"] == "OFF"
+    assert bank_state["alarm_cell_imbalance"] is None  # not among this bank's alarms
     assert bank_state["energy_charged"] == 12.5
     assert bank_state["power"] == round(-(50.125 * 8 * 2 - 50.125 * 20), 1)
-    assert bank_state["time_to_empty"] == 151848.0  # 3 x 56.24 Ah at 4 A
+    assert bank_state["time_to_empty"] == round(151848.0 / 3600, 2)  # hours: 3 x 56.24 Ah at 4 A
     assert bank_state["time_to_full"] is None
     avail = scene.collector.latest("/availability")
     assert avail == {"%s/homeassistant/%s/availability" % (scene.base, n): b"online"
@@ -556,13 +622,13 @@ def test_sixteen_pytes_at_cell_level_high(scene_factory):
     assert not {"mos_temperature", "cycle_count", "state_of_health"} & set(one["cmps"])
     cell_keys = [k for k in one["cmps"] if re.match(r"cell_\d+_", k)]
     assert len(cell_keys) == 16 * 10
-    assert one["cmps"]["cell_16_balancing"]["en"] is False
+    assert one["cmps"]["cell_16_balancer"]["en"] is False and one["cmps"]["cell_16_balancer"]["p"] == "binary_sensor"
     assert states["battery_16"]["cell_16_voltage"] == 3.3295
     assert states["battery_16"]["cell_16_current"] is None  # Pytes V5 prints no cell current
     assert states["battery_3"]["events"] == "Power events 0x800000"
     assert states["bank"]["units_online"] == 16
     # 16 x 12.5 A discharging from 16 x 64 % of 100 Ah: 1024 Ah / 200 A = 5.12 h
-    assert states["bank"]["time_to_empty"] == 18432.0
+    assert states["bank"]["time_to_empty"] == 5.12
 
 
 def test_states_wait_a_second_after_a_new_config_and_come_once_per_poll(scene_factory):
@@ -676,7 +742,11 @@ def test_a_lower_cell_level_reduces_those_components(scene_factory):
     removed = {k for k, v in low["cmps"].items() if v == {"p": "sensor"}}
     expected = {k for k in high["cmps"] if re.match(r"cell_\d+_", k) and not k.endswith("_voltage")}
     expected |= {"cell_voltage_average", "cells_balancing"}
+    removed |= {k for k, v in low["cmps"].items() if v == {"p": "binary_sensor"}}
     assert removed == expected
+    # each is removed on the platform it was announced on
+    assert low["cmps"]["cell_3_balancer"] == {"p": "binary_sensor"} and high["cmps"]["cell_3_balancer"]["p"] == \
+        "binary_sensor"
     assert low["cmps"]["cell_3_voltage"]["uniq_id"] == "pylontech_PPTBH02400210001_cell_3_voltage"
     check_everything(scene, {topic: json.dumps(low).encode()}, {})
     # Later configs keep the stubs, and a state carries no removed key any more.
@@ -747,9 +817,10 @@ def test_nothing_is_sent_while_the_broker_is_away_and_all_of_it_afterwards():
     connected["up"] = True
     publisher.update(bank, summarize_bank(bank), None, None, NOW + 5)
     topics = [t for t, _ in sent]
-    assert topics.count("homeassistant/device/pylontech_bank/config") == 1
-    assert "homeassistant/device/pylontech_PPTBH02400210001/config" in topics
-    bank_config = json.loads(dict(sent)["homeassistant/device/pylontech_bank/config"])
+    # The automatic bank id, from the master's barcode PPTBH02400210001
+    assert topics.count("homeassistant/device/pylontech_210001_bank/config") == 1
+    assert "homeassistant/device/pylontech_210001_PPTBH02400210001/config" in topics
+    bank_config = json.loads(dict(sent)["homeassistant/device/pylontech_210001_bank/config"])
     # Without charge limits, their entities are not created until limits exist.
     assert "charge_voltage_limit" not in bank_config["cmps"]
     publisher.close()
@@ -769,23 +840,29 @@ def test_the_shipped_include_file_is_what_the_command_generates():
 
 def test_the_include_file_follows_the_rules_and_matches_discovery(scene_factory):
     text = render_manual_yaml(batteries=3, cells_per_battery=15, level="low", topic_base="base")
-    sensors = yaml.safe_load(text)
+    by_platform = yaml.safe_load(text)
+    assert sorted(by_platform) == ["binary_sensor", "sensor"]
+    sensors = [dict(s, platform=p) for p, entries in by_platform.items() for s in entries]
     seen: Dict[str, str] = {}
     problems: List[str] = []
     for sensor in sensors:
         where = sensor.get("unique_id", "?")
-        problems += sensor_problems(where, {k: v for k, v in sensor.items()}, seen)
+        platform = sensor.pop("platform")
+        problems += sensor_problems(where, sensor, seen, platform)
         if [a["topic"] for a in sensor["availability"]][0] != "base/status" or sensor["availability_mode"] != "all":
             problems.append("%s: availability" % where)
         if not sensor["device"].get("identifiers") or not sensor["device"].get("name"):
             problems.append("%s: device" % where)
     assert problems == []
-    assert len(sensors) == len(seen) // 2 == 31 + 3 * (23 + 15)
+    bank_entities = 32 + 18  # 18 alarms of the charge control
+    battery_entities = 33 + 17 + 15  # 17 stat counters, 15 cell voltages
+    assert len(sensors) == len(seen) // 2 == bank_entities + 3 * battery_entities
     # Discovery for the same bank reads the same topics and creates the same entity ids.
     scene = scene_factory(level="low")
     yaml_ids = {s["default_entity_id"]: s["state_topic"].replace("base/", scene.base + "/") for s in sensors}
     publisher = scene.publisher()
-    run_poll(scene, publisher, bank_of(us3000c(1), us3000c(2), us3000c(3)))
+    every_alarm = Limits(alarms={name: 0 for name in ALARM_NAMES})
+    run_poll(scene, publisher, bank_of(us3000c(1), us3000c(2), us3000c(3)), limits=every_alarm)
     wait_for_states(scene, ["battery_3"])
     discovered = {}
     for payload in scene.retained().values():
@@ -800,9 +877,9 @@ def test_the_shipped_dashboard_is_generated_and_names_existing_entities():
     with open(path, encoding="utf-8") as handle:
         shipped = handle.read()
     assert shipped == render_dashboard_yaml(batteries=3)
-    entity_ids = {s["default_entity_id"] for s in yaml.safe_load(
-        render_manual_yaml(batteries=3, cells_per_battery=15, level="low", topic_base="x"))}
-    used = set(re.findall(r"sensor\.[a-z0-9_]+", shipped))
+    entity_ids = {s["default_entity_id"] for entries in yaml.safe_load(
+        render_manual_yaml(batteries=3, cells_per_battery=15, level="low", topic_base="x")).values() for s in entries}
+    used = set(re.findall(r"(?<![a-z_])(?:binary_)?sensor\.[a-z0-9_]+", shipped))
     assert used and used <= entity_ids
 
 
@@ -832,7 +909,7 @@ def test_the_checker_catches_what_home_assistant_rejects_or_mangles():
             "avty": [{"t": "b/status"}, {"t": "b/1/availability"}], "avty_mode": "all",
             "cmps": {"soc": {"p": "sensor", "uniq_id": "x_1_soc", "def_ent_id": "sensor.x_1_soc", "name": "SoC",
                              "dev_cla": "battery", "unit_of_meas": "%", "stat_cla": "measurement", "exp_aft": 30,
-                             "val_tpl": "{{ value_json.soc }}"}}}
+                             "val_tpl": "{{ value_json.soc }}", "sug_dsp_prc": 0}}}
 
     def check(change: Callable[[Dict[str, Any]], None], topic: str = "ha/device/x_1/config") -> List[str]:
         doc = json.loads(json.dumps(good))
@@ -850,6 +927,21 @@ def test_the_checker_catches_what_home_assistant_rejects_or_mangles():
     assert check(lambda d: soc(d).update(def_ent_id="x_1_soc"))  # no domain: sensor.unnamed_device
     assert check(lambda d: soc(d).update(stat_class="measurement"))  # a misspelt key is dropped silently
     assert check(lambda d: soc(d).pop("exp_aft"))  # would show stale values
+    assert check(lambda d: soc(d).pop("sug_dsp_prc"))  # Home Assistant guesses the precision
+    assert check(lambda d: soc(d).update(dev_cla=None, unit_of_meas=None, stat_cla=None))  # text without an icon
+    assert check(lambda d: soc(d).update(suggested_unit_of_measurement="h"))  # MQTT drops it silently
+    assert check(lambda d: soc(d).update(p="binary_sensor"))  # a unit on a binary sensor; wrong domain
+    assert check(lambda d: soc(d).update(json_attr_t="b/s"))  # attributes without a template
+    binary = {"p": "binary_sensor", "uniq_id": "x_1_alarm", "def_ent_id": "binary_sensor.x_1_alarm", "name": "Alarm",
+              "dev_cla": "problem", "exp_aft": 30, "val_tpl": "{{ value_json.alarm }}", "json_attr_t": "b/s",
+              "json_attr_tpl": "{{ value_json.alarm_attributes | tojson }}"}
+    assert check(lambda d: d["cmps"].update(alarm=binary)) == []
+    assert check(lambda d: d["cmps"].update(alarm=dict(binary, def_ent_id="sensor.x_1_alarm")))
+    assert check(lambda d: d["cmps"].update(alarm=dict(binary, dev_cla="battery_low")))
+    with_alarm = dict(good, cmps=dict(good["cmps"], alarm=binary))
+    assert not state_problems(with_alarm, {"soc": 5, "alarm": "ON", "alarm_attributes": {}})
+    assert state_problems(with_alarm, {"soc": 5, "alarm": "Yes", "alarm_attributes": {}})
+    assert state_problems(with_alarm, {"soc": 5, "alarm": "ON"})  # attributes missing
     assert check(lambda d: d.update(avty_mode="latest"))
     assert check(lambda d: d["cmps"].update(soh=dict(soc(d), val_tpl="{{ value_json.soh }}")))  # same ids twice
     assert check(lambda d: d["cmps"].update(gone={"p": "sensor"})) == []  # a removed component is fine
@@ -917,3 +1009,156 @@ def test_without_discovery_only_states_flow_and_earlier_configs_are_cleared(tmp_
     states = [t for t, p, r in sent if t.endswith("/state")]
     assert states == ["victron-battery-middleware/homeassistant/bank/state",
                       "victron-battery-middleware/homeassistant/battery_1/state"] * 2
+
+
+# ---------------------------------------------------------------------------
+# Identity per bank, upgrades, counters, events
+# ---------------------------------------------------------------------------
+
+def _rebarcoded(battery: Battery, prefix: str) -> Battery:
+    battery.info = dataclasses.replace(battery.info, barcode=prefix + battery.info.barcode[len(prefix):])
+    return battery
+
+
+def test_two_banks_get_ids_and_names_of_their_own(scene_factory, tmp_path):
+    first = scene_factory(bank_id="", bank_name="")
+    one = first.publisher()
+    # the second daemon: the same broker and settings, its own state directory
+    two = HomeAssistantPublisher(first.config, first.link.publish, first.link.subscribe, first.daemon_topic,
+                                 str(tmp_path / "state-2"))
+    two.start()
+    first.publishers.append(two)
+    run_poll(first, one, bank_of(us3000c(1), us3000c(2)))
+    run_poll(first, two, bank_of(*[_rebarcoded(us3000c(a), "PPTBH0240077") for a in (1, 2)]))
+    first.collector.wait_for(lambda: len(first.collector.latest("/device/")) >= 6, "both banks' configs")
+    configs = {t: json.loads(p) for t, p in first.retained().items() if p}
+    assert sorted(t.split("/")[-2] for t in configs) == sorted([
+        "pylontech_210001_bank", "pylontech_210001_PPTBH02400210001", "pylontech_210001_PPTBH02400210002",
+        "pylontech_770001_bank", "pylontech_770001_PPTBH02400770001", "pylontech_770001_PPTBH02400770002"])
+    names = sorted(d["dev"]["name"] for d in configs.values())
+    assert names == ["Pylontech 210001", "Pylontech 210001 battery 1", "Pylontech 210001 battery 2",
+                     "Pylontech 770001", "Pylontech 770001 battery 1", "Pylontech 770001 battery 2"]
+    unique_ids = [c["uniq_id"] for d in configs.values() for c in d["cmps"].values()]
+    entity_ids = [c["def_ent_id"] for d in configs.values() for c in d["cmps"].values()]
+    assert len(set(unique_ids)) == len(unique_ids) and len(set(entity_ids)) == len(entity_ids)
+    assert "sensor.pylontech_770001_bank_energy_charged" in entity_ids
+    # the id is kept in the record: a restart (and a replaced master battery) keeps it
+    one.close()
+    with open(os.path.join(first.state_dir, "homeassistant.json")) as handle:
+        assert json.load(handle)["bank_id"] == "pylontech_210001"
+    again = first.publisher()
+    run_poll(first, again, bank_of(_rebarcoded(us3000c(1), "PPTBH0240099"), us3000c(2)), now=NOW + 60)
+    assert again._bank_id == "pylontech_210001"
+
+
+def test_without_a_barcode_the_automatic_id_comes_from_the_port_after_a_few_polls():
+    sent: List[Tuple[str, str]] = []
+    config = replace(Config(), "serial", port="/dev/ttyUSB0")
+    publisher = HomeAssistantPublisher(config, lambda t, p, qos=0, retain=False: sent.append((t, p)) or True,
+                                       None, "b/status", None)
+    bank = bank_of(us3000c(1, barcode=False))
+    bank.batteries[1].info_time = None  # info not read yet
+    for poll in range(3):
+        publisher.update(bank, summarize_bank(bank), Limits(), None, NOW + poll)
+        assert sent == []  # waiting for the master's barcode
+    publisher.update(bank, summarize_bank(bank), Limits(), None, NOW + 3)
+    assert "homeassistant/device/pylontech_ttyusb0_bank/config" in [t for t, _ in sent]
+    publisher.close()
+
+
+def test_an_upgrade_keeps_the_unique_ids_and_removes_the_retired_text_sensors(scene_factory):
+    scene = scene_factory(bank_id="", bank_name="")
+    os.makedirs(scene.state_dir)
+    old_bank = ["voltage", "current", "power", "soc", "energy_charged", "energy_discharged", "charge_allowed",
+                "discharge_allowed", "alarms", "limit_reasons", "charge_voltage_limit"]
+    old_battery = ["voltage", "soc", "energy_charged", "energy_discharged", "alarms", "events", "state"]
+    record = {"version": 1, "devices": {  # what the previous version recorded (no bank_id, no platforms)
+        "pylontech_bank": {"topic": scene.config_topic("pylontech_bank"), "address": None, "barcode": None,
+                           "components": old_bank, "removed": [], "last_seen": NOW - 60},
+        "pylontech_PPTBH02400210001": {"topic": scene.config_topic("pylontech_PPTBH02400210001"), "address": 1,
+                                       "barcode": "PPTBH02400210001", "components": old_battery, "removed": [],
+                                       "last_seen": NOW - 60}}}
+    with open(os.path.join(scene.state_dir, "homeassistant.json"), "w") as handle:
+        json.dump(record, handle)
+    publisher = scene.publisher()
+    run_poll(scene, publisher, bank_of(us3000c(1)))
+    states = wait_for_states(scene, ["bank", "battery_1"])
+    configs = scene.retained()
+    assert sorted(configs) == sorted([scene.config_topic("pylontech_bank"),
+                                      scene.config_topic("pylontech_PPTBH02400210001")])
+    check_everything(scene, configs, states)
+    bank = json.loads(configs[scene.config_topic("pylontech_bank")])
+    battery = json.loads(configs[scene.config_topic("pylontech_PPTBH02400210001")])
+    # the energy counters keep their unique ids, so their statistics
+    assert bank["cmps"]["energy_charged"]["uniq_id"] == "pylontech_bank_energy_charged"
+    assert battery["cmps"]["energy_discharged"]["uniq_id"] == "pylontech_PPTBH02400210001_energy_discharged"
+    # the old text sensors are removed on their platform; their binary successors are new components
+    for key in ("charge_allowed", "discharge_allowed", "alarms"):
+        assert bank["cmps"][key] == {"p": "sensor"}
+    # no key announced before changes its platform (that would orphan the old entity)
+    for key, comp in list(bank["cmps"].items()) + list(battery["cmps"].items()):
+        assert key not in old_bank + old_battery or comp["p"] == "sensor", key
+    assert battery["cmps"]["alarms"] == {"p": "sensor"}
+    assert bank["cmps"]["charging_allowed"]["p"] == "binary_sensor"
+    assert bank["dev"]["name"] == "Battery bank" and battery["dev"]["name"] == "Battery 1"
+
+
+def test_stat_counters_and_events_as_users_of_other_integrations_know_them(scene_factory):
+    scene = scene_factory()
+    publisher = scene.publisher()
+    many = ", ".join("Cell %d voltage high (warning)" % n for n in range(1, 16))
+    one = us3000c(1)
+    one.stats.counters.update({"Charge Cnt.": "20", "Bat OV Times": "3", "SC Times": "garbled"})
+    publisher._event_text = lambda battery: many if battery.address == 1 else "No events"
+    run_poll(scene, publisher, bank_of(one, us3000c(2)))
+    states = wait_for_states(scene, ["battery_1", "battery_2"])
+    configs = scene.retained()
+    check_everything(scene, configs, states)
+    battery = json.loads(configs[scene.config_topic("pylontech_PPTBH02400210001")])
+    counter = battery["cmps"]["cell_overvoltage_count"]
+    assert counter["stat_cla"] == "total_increasing" and counter["ent_cat"] == "diagnostic"
+    assert counter["ic"] == "mdi:counter" and counter["name"] == "Cell over-voltage count"
+    state = states["battery_1"]
+    assert state["charge_count"] == 20 and state["cell_overvoltage_count"] == 3
+    assert state["short_circuit_count"] is None  # not a number: unknown, not a wrong count
+    assert len(many) > 255
+    assert state["events"] == "Cell 1 voltage high (warning) and 14 more"
+    assert state["events_attributes"]["events"] == many.split(", ")
+    assert states["battery_2"]["events"] == "No events" and states["battery_2"]["events_attributes"] == {"events": []}
+
+
+def test_the_command_prints_a_dashboard_for_the_bank_id_the_daemon_uses(tmp_path):
+    state = tmp_path / "state"
+    state.mkdir()
+    (state / "homeassistant.json").write_text(json.dumps({"version": 1, "devices": {}, "bank_id": "pylontech_770001"}))
+    config = tmp_path / "config.yaml"
+    config.write_text("state_dir: %s\n" % state)
+    command = [sys.executable, os.path.join(ROOT, "extra200tomqtt.py"), "--config", str(config), "homeassistant-yaml",
+               "--dashboard", "--batteries", "2", "--cells", "16"]
+    text = subprocess.run(command, stdout=subprocess.PIPE, check=True, text=True).stdout
+    assert text == render_dashboard_yaml(2, "pylontech_770001", 16)
+    assert "sensor.pylontech_770001_battery_2_cell_16_voltage" in text
+    text = subprocess.run(command + ["--bank-id", "garage"], stdout=subprocess.PIPE, check=True, text=True).stdout
+    assert "binary_sensor.garage_bank_alarm" in text
+
+
+# Every component key the version before binary sensors announced (all of them sensors).
+EARLIER_SENSOR_KEYS = {
+    "voltage", "current", "power", "soc", "temperature", "cell_temperature_min", "cell_temperature_max",
+    "mos_temperature", "cell_voltage_min", "cell_voltage_max", "cell_voltage_delta", "cell_voltage_min_id",
+    "cell_voltage_max_id", "capacity", "remaining_capacity", "stored_energy", "energy_charged", "energy_discharged",
+    "time_to_empty", "time_to_full", "cycle_count", "state_of_health", "units_online", "charge_voltage_limit",
+    "charge_current_limit", "discharge_current_limit", "charge_allowed", "discharge_allowed", "charge_mode",
+    "limit_reasons", "alarms", "state", "events", "cell_voltage_average", "cells_balancing",
+} | {"cell_%d_%s" % (n, column) for n in range(1, 17) for column in (
+    "voltage", "temperature", "state", "voltage_state", "current_state", "temperature_state", "current", "soc",
+    "coulomb", "balancing")}
+
+
+def test_no_component_key_changes_its_platform():
+    """Home Assistant keys a discovered entity by platform and key: a sensor turned binary sensor under the
+    same key would leave the sensor behind, so new platforms come with new keys (the old ones are removed)."""
+    entities = list(BANK_ENTITIES) + battery_entities("high", 16)
+    binary = {e.key for e in entities if e.platform == "binary_sensor"}
+    assert binary and not binary & EARLIER_SENSOR_KEYS
+    assert {"charge_allowed", "discharge_allowed", "alarms", "cell_1_balancing"}.isdisjoint(e.key for e in entities)

@@ -81,3 +81,16 @@ def test_discovery_and_states_for_a_shipped_scenario(scenario, tmp_path, broker)
     bank_state = last_state[base + "/homeassistant/bank/state"]
     victron = [json.loads(m[2]) for m in recorder.messages if m[1] == base + "/pylon"]
     assert victron and bank_state["voltage"] == pytest.approx(victron[-1]["Dc"]["Voltage"], abs=0.01)
+    if scenario == "alarms-absent":
+        # the scenario's alarms reach Home Assistant as binary sensors, each named after its column
+        two = last_state[base + "/homeassistant/battery_2/state"]
+        assert two["alarm"] == "ON" and two["alarm_voltage"] == "ON" and two["alarm_cell_voltage"] == "ON"
+        assert "Cell voltage high" in two["alarm_attributes"]["active"]
+        three = last_state[base + "/homeassistant/battery_3/state"]
+        assert three["alarm_temperature"] == "ON" and three["alarm_system"] == "ON"
+        assert last_state[base + "/homeassistant/battery_1/state"]["alarm"] == "OFF"
+        # events are warnings and worse: a normal unit's "base state Dischg" is no event
+        assert last_state[base + "/homeassistant/battery_1/state"]["events"] == "No events"
+        five = last_state[base + "/homeassistant/battery_5/state"]
+        assert five["events"].startswith("system error (SysError) and ")  # too long for a state: the first, a count
+        assert "system error (SysError)" in five["events_attributes"]["events"]

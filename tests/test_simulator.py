@@ -399,7 +399,7 @@ def test_timeline_changes_happen_in_order(tmp_path) -> None:
         "timeline": [
             {"at": 30, "unit": 2, "absent": True},
             {"at": 60, "unit": 2, "absent": False},
-            {"at": 60, "unit": 1, "cell": 3, "cell_voltage": 3.65},
+            {"at": 60, "unit": 1, "cell": 4, "cell_voltage": 3.65},  # B1C4: cells count from 1
             {"at": 90, "unit": "all", "temperature": 1.0},
             {"at": 120, "unit": "all", "absent": True},
             {"at": 150, "silent": True},
@@ -484,6 +484,37 @@ def test_scenario_problems_are_reported_together(tmp_path) -> None:
         assert part in text
     with pytest.raises(ScenarioError):
         load_scenario({"firmware": "us2kbpl-b66", "units": 9})  # 8-row table
+
+
+def test_scenario_cells_count_from_1_and_a_wrong_cell_names_its_line(tmp_path) -> None:
+    path = tmp_path / "cells.yaml"
+    path.write_text("units: 2\n"
+                    "unit:\n"
+                    "  2: {cells: 16, balancing: [16], cell_states: {16: High}}\n"
+                    "timeline:\n"
+                    "  - {at: 10, unit: 2, cell: 16, cell_voltage: 3.6}\n"
+                    "  - {at: 20, unit: 1, cell: 15, cell_voltage: 3.6}\n"
+                    "  - {at: 30, unit: 1, cell: 16, cell_voltage: 3.6}\n"
+                    "  - {at: 40, unit: all, cell: 0, cell_voltage: 3.6}\n")
+    with pytest.raises(ScenarioError) as caught:
+        load_scenario(str(path))
+    assert caught.value.problems == [
+        "timeline[3] (line 8).cell: cell 0 does not exist (cells count from 1, as in B1C1)",
+        "timeline[2] (line 7).cell: cell 16 does not exist on unit 1 (15 cells)",
+    ]
+    path.write_text(path.read_text().replace("  - {at: 30, unit: 1, cell: 16, cell_voltage: 3.6}\n", "")
+                    .replace("  - {at: 40, unit: all, cell: 0, cell_voltage: 3.6}\n", ""))
+    scenario = load_scenario(str(path))
+    assert [e.changes["cell"] for e in scenario.timeline] == [15, 14]  # console indices
+    assert scenario.unit_settings[2]["balancing"] == (15,) and scenario.unit_settings[2]["cell_states"] == {15: "High"}
+    with pytest.raises(ScenarioError) as caught:
+        load_scenario({"unit": {1: {"balancing": [16]}}})
+    assert caught.value.problems == ["unit.1.balancing: cell 16 does not exist (15 cells)"]
+    # The bank runs the last event: cell 15 of a 15-cell unit is the last one, not one past it.
+    with open_url("?drift=0&latency=0&scenario=" + str(path)) as port:
+        port.bank.advance(25)
+        cells = table_lines(exchange(port, b"bat 1\r"))[1:]
+        assert cells[14].split()[1] == "3600"
 
 
 # ------------------------------------------------------------ shipped scenarios

@@ -27,6 +27,31 @@ MAX_UNITS = 16
 STANDARD_BAUDS = (1200, 2400, 4800, 9600, 19200, 38400, 57600, 115200)
 
 
+class _LineMapping(dict):
+    """A mapping read from a scenario file, with the line it starts on (1-based)."""
+
+    line: Optional[int] = None
+
+
+class _LineLoader(yaml.SafeLoader):
+    """``yaml.safe_load`` that keeps each mapping's line, so a problem can name it."""
+
+
+def _construct_line_mapping(loader: _LineLoader, node: yaml.MappingNode) -> _LineMapping:
+    mapping = _LineMapping(loader.construct_mapping(node, deep=True))
+    mapping.line = node.start_mark.line + 1
+    return mapping
+
+
+_LineLoader.add_constructor(yaml.resolver.BaseResolver.DEFAULT_MAPPING_TAG, _construct_line_mapping)
+
+
+def _at_line(where: str, data: Any) -> str:
+    """``timeline[3]`` -> ``timeline[3] (line 31)`` when the data came from a file."""
+    line = getattr(data, "line", None)
+    return "%s (line %d)" % (where, line) if line else where
+
+
 class ScenarioError(Exception):
     """A scenario cannot be used; ``problems`` names each key and what is wrong with it."""
 
@@ -172,6 +197,38 @@ UNIT_KEYS: Mapping[str, Callable[[Any], Any]] = {
 
 # Keys a timeline event or Bank.update may use besides the unit keys.
 CELL_KEY = "cell"  # with cell_voltage: set one cell instead of all of them
+
+# Keys naming cells.  A scenario counts cells from 1, as the daemon names them (``B2C15`` is
+# cell 15 of unit 2); the console and ``Bank``'s Python API count from 0.
+CELL_NUMBER_KEYS = ("cell", "cell_states", "cell_temp_states", "balancing")
+
+
+def _cell_numbers_to_indices(data: Mapping[str, Any], where: str, problems: List[str]) -> Dict[str, Any]:
+    """A scenario's unit settings with cell numbers (1..16) turned into console indices (0..15)."""
+    out = dict(data)
+
+    def index(number: Any, key: str) -> Any:
+        if isinstance(number, bool) or not isinstance(number, int):
+            return number  # the checker reports it
+        if not 1 <= number <= 16:
+            problems.append("%s.%s: cell %r does not exist (cells count from 1, as in B1C1)" % (where, key, number))
+            return None
+        return number - 1
+
+    for key in CELL_NUMBER_KEYS:
+        if key not in out:
+            continue
+        value = out[key]
+        if key == "cell":
+            out[key] = index(value, key)
+        elif isinstance(value, Mapping):
+            out[key] = {index(k, key): v for k, v in value.items()}
+        elif isinstance(value, (list, tuple)):
+            out[key] = [index(v, key) for v in value]
+        if out[key] is None or (isinstance(out[key], dict) and None in out[key]) or \
+                (isinstance(out[key], list) and None in out[key]):
+            del out[key]  # already reported
+    return out
 CONSOLE_KEYS: Mapping[str, Callable[[Any], Any]] = {
     "silent": _flag,
     "asleep": _flag,
@@ -211,6 +268,7 @@ class TimelineEvent:
     units: Tuple[int, ...]  # empty = no unit change
     changes: Mapping[str, Any]
     console: Mapping[str, Any]
+    where: str = "timeline"  # ``timeline[3] (line 31)``, for messages
 
 
 @dataclass(frozen=True)
@@ -283,7 +341,7 @@ def load_scenario(source: Union[None, str, Mapping[str, Any], Scenario] = None, 
         where = scenario_path(source)
         try:
             with open(where, "r", encoding="utf-8") as handle:
-                data = yaml.safe_load(handle)
+                data = yaml.load(handle, Loader=_LineLoader)  # noqa: S506 (a SafeLoader)
         except OSError as exc:
             raise ScenarioError(["cannot read: %s" % exc.strerror], where) from None
         except yaml.YAMLError as exc:
@@ -359,7 +417,8 @@ def _build(data: Mapping[str, Any], where: str) -> Scenario:
     if not isinstance(defaults, Mapping):
         problems.append("defaults: expected a mapping")
         defaults = {}
-    values["defaults"] = check_unit_changes(defaults, "defaults", problems)
+    values["defaults"] = check_unit_changes(_cell_numbers_to_indices(defaults, "defaults", problems), "defaults",
+                                            problems)
     count = values.get("units", 3)
     per_unit = data.get("unit") or {}
     unit_settings: Dict[int, Dict[str, Any]] = {}
@@ -373,9 +432,12 @@ def _build(data: Mapping[str, Any], where: str) -> Scenario:
             if not isinstance(settings, Mapping):
                 problems.append("unit.%d: expected a mapping" % address)
                 continue
-            unit_settings[address] = check_unit_changes(settings, "unit.%d" % address, problems)
+            where_unit = _at_line("unit.%d" % address, settings)
+            unit_settings[address] = check_unit_changes(
+                _cell_numbers_to_indices(settings, where_unit, problems), where_unit, problems)
     values["unit_settings"] = unit_settings
     values["timeline"] = _timeline(data.get("timeline") or [], count, problems)
+    _check_timeline_cells(values["timeline"], values["defaults"], unit_settings, problems)
 
     if firmware.pwr_rows and count > firmware.pwr_rows:
         problems.append("units: %d units do not fit the %d-row pwr table of firmware %s"
@@ -403,10 +465,34 @@ def _check_unit_consistency(settings: Mapping[str, Any], where: str, problems: L
     for key in ("cell_states", "cell_temp_states"):
         for index in settings.get(key, {}):
             if index >= cells:
-                problems.append("%s.%s: cell %d does not exist (%d cells)" % (where, key, index, cells))
+                problems.append("%s.%s: cell %d does not exist (%d cells)" % (where, key, index + 1, cells))
     for index in settings.get("balancing", ()):
         if index >= cells:
-            problems.append("%s.balancing: cell %d does not exist (%d cells)" % (where, index, cells))
+            problems.append("%s.balancing: cell %d does not exist (%d cells)" % (where, index + 1, cells))
+
+
+def _check_timeline_cells(timeline: Tuple[TimelineEvent, ...], defaults: Mapping[str, Any],
+                          unit_settings: Mapping[int, Mapping[str, Any]], problems: List[str]) -> None:
+    """Every cell a timeline event names exists on its units at that time (an event may change ``cells``)."""
+    cells: Dict[int, int] = {}
+    for event in timeline:
+        for address in event.units:
+            count = cells.get(address)
+            if count is None:
+                settings = dict(defaults)
+                settings.update(unit_settings.get(address, {}))
+                count = settings.get("cells", 15)
+            count = event.changes.get("cells", count)
+            cells[address] = count
+            settings = dict(event.changes)
+            settings["cells"] = count
+            if CELL_KEY in event.changes and event.changes[CELL_KEY] >= count:
+                problems.append("%s.cell: cell %d does not exist on unit %d (%d cells)"
+                                % (event.where, event.changes[CELL_KEY] + 1, address, count))
+            before = len(problems)
+            _check_unit_consistency(settings, "%s unit %d" % (event.where, address), problems)
+            if len(problems) > before:
+                break
 
 
 def _timeline(events: Any, count: int, problems: List[str]) -> Tuple[TimelineEvent, ...]:
@@ -415,7 +501,7 @@ def _timeline(events: Any, count: int, problems: List[str]) -> Tuple[TimelineEve
         return ()
     out = []
     for number, event in enumerate(events):
-        where = "timeline[%d]" % number
+        where = _at_line("timeline[%d]" % number, event)
         if not isinstance(event, Mapping):
             problems.append("%s: expected a mapping" % where)
             continue
@@ -443,11 +529,12 @@ def _timeline(events: Any, count: int, problems: List[str]) -> Tuple[TimelineEve
                     console[key] = CONSOLE_KEYS[key](event.pop(key))
                 except ValueError as exc:
                     problems.append("%s.%s: %s" % (where, key, exc))
-        changes = check_unit_changes(event, where, problems, allow_cell=True)
+        changes = check_unit_changes(_cell_numbers_to_indices(event, where, problems), where, problems,
+                                     allow_cell=True)
         if changes and not units:
             problems.append("%s: unit changes need unit: N (or all)" % where)
             continue
         if CELL_KEY in changes and "cell_voltage" not in changes:
             problems.append("%s.cell: only meaningful with cell_voltage" % where)
-        out.append(TimelineEvent(at=at, units=units, changes=changes, console=console))
+        out.append(TimelineEvent(at=at, units=units, changes=changes, console=console, where=where))
     return tuple(sorted(out, key=lambda e: e.at))
