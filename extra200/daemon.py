@@ -287,6 +287,7 @@ class Daemon:
             self.last_error = "the console's values could not be confirmed (line noise?)"
         limits = self.controller.update(bank, summary, now, fresh)
         self.last_limits = limits
+        self._update_staleness(now)  # fresh data makes the bank online before anything is published
         return PollOutcome(bank, summary, limits, fresh, now, bank.poll_time or time.time())
 
     def _refuse_high_voltage(self, bank: Bank) -> bool:
