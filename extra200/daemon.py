@@ -180,6 +180,8 @@ class Daemon:
     def stop_outputs(self) -> None:
         """Close everything within about two seconds: the service manager's patience is limited."""
         if self.victron is not None:
+            if self.victron_link is not None:
+                self.victron_link.wait_connected(1.0)  # a last-will renewal may be reconnecting just now
             self._guarded("Victron", self.victron.last_word, "extra200tomqtt stopped", time.monotonic(),
                           self._discharge_without_data())
         if self.ha is not None:

@@ -59,6 +59,7 @@ class MqttLink:
         self._client_id = client_id
         self._with_availability = availability
         self._will: Optional[Tuple[str, str]] = None
+        self._will_announced = False  # the current will has been logged as in place
         self._renewing = threading.Lock()
         self._client: Optional["paho.Client"] = None
         self._connected = threading.Event()
@@ -140,6 +141,7 @@ class MqttLink:
             raise ValueError("the availability topic is this link's last will")
         (logger.info if self._will is None else logger.debug)("MQTT: renewing the last will on %s", topic)
         self._will = (topic, payload)
+        self._will_announced = False
         if self._client is not None:
             threading.Thread(target=self._renew_will, name="mqtt-will", daemon=True).start()
 
@@ -233,6 +235,9 @@ class MqttLink:
         if (self._down_logged or self.connections == 1) and self._with_availability:
             logger.info("MQTT: connected to %s", self.broker)
         self._down_logged = False
+        if self._will is not None and not self._will_announced:
+            (logger.info if self.connections <= 2 else logger.debug)("MQTT: last will in place on %s", self._will[0])
+            self._will_announced = True
         if self._with_availability:
             client.publish(self.availability_topic, "online" if self._available else "offline", qos=1, retain=True)
         with self._lock:

@@ -278,11 +278,13 @@ class BankReader:
                     if self._past(deadline):
                         return
                     self._read_detail(battery, now)
-            # Cells before identity: charge control waits for them.  (A table cut between two rows,
-            # which any row count would fit, is caught by the second read that must agree.)
+            # Later polls: cells before identity, charge control waits for them.  (A table cut between two
+            # rows, which any row count would fit, is caught by the second read that must agree.)
             # Without the pwr table (Extra2000), the cells are the only source of cell extremes: every poll.
+            if full:  # the first poll: identity first, so every unit is named (barcode) from the start
+                self._read_identity(self._present, full, now, deadline)
             self._read_cells(self._present, full or "pwr" in self.rejected, now, deadline)
-            self._read_identity(self._present, full, now, deadline)
+            self._read_identity(self._present, False, now, deadline)  # one unit per poll, once due
         except ConsoleError as exc:
             logger.debug("poll ended early: %s", exc)
 

@@ -143,7 +143,7 @@ def test_the_gx_is_told_to_stop_charging(tmp_path: Any, simulator: PtySimulator,
             running = driver.wait(lambda v: (v.get("/Info/MaxChargeCurrent") or 0) > 0, timeout=30)
             assert running is not None, (daemon.log(), driver.log())
             voltage = running["/Dc/0/Voltage"]
-            assert daemon.wait_log("last will", timeout=10), daemon.log()  # the will carries data now
+            assert daemon.wait_log("last will in place", timeout=10), daemon.log()  # the will carries data now
             started = time.monotonic()
             if how == "console silent":
                 simulator.bank.set_silent(True)
