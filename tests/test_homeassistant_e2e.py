@@ -43,6 +43,9 @@ def test_discovery_and_states_for_a_shipped_scenario(scenario, tmp_path, broker)
                 break
             time.sleep(0.5)
         assert len(states) == devices, "states for %s, log:\n%s" % (sorted(states), daemon.log())
+        # the first states go out with the pwr table; the details (events, cells) of every unit follow
+        # within a few polls: let one full round pass before looking
+        time.sleep(6.0)
     finally:
         daemon.kill()
         recorder.close()
