@@ -188,6 +188,8 @@ class Daemon:
             self.ha.close()
         self.energy.save()
         self.charge_state.save(self.controller)
+        if self.victron is not None:
+            self._guarded("Victron", self.victron.repeat_last_word)  # the driver may have missed it (< 1.1 s)
         for link in (self.victron_link, self.link):
             if link is not None:
                 link.stop(timeout=1.0)

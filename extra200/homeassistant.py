@@ -69,6 +69,9 @@ RECORD_REFRESH = 600.0  # seconds between record writes that only refresh "last 
 DEFAULT_BANK_ID = "pylontech"  # the YAML files' bank id, and the start of an automatic one
 DEFAULT_BANK_NAME = "Battery bank"  # the YAML files' bank name
 IDENTITY_WAIT_POLLS = 3  # polls an automatic bank id waits for the master's barcode before using the port
+# Polls a battery waits to be announced until its identity (info) has been read: announced by address
+# first, it would be renamed by barcode a few polls later, leaving a removed device behind in HA.
+UNIT_IDENTITY_WAIT_POLLS = 10
 
 PublishFn = Callable[..., bool]  # publish(topic, payload, qos=0, retain=False) -> bool
 SubscribeFn = Callable[[str, Callable[[str, bytes], None]], None]
@@ -1153,6 +1156,7 @@ class HomeAssistantPublisher:
         self._bank_name = ""
         self._recorded_bank_id = ""  # the id an earlier run announced under
         self._identity_polls = 0
+        self._unit_identity_polls: Dict[int, int] = {}  # per address, polls waited for its identity
         self._resend = False  # set from paho's thread: Home Assistant came online / we reconnected
 
         self._timer_lock = threading.Lock()
@@ -1286,7 +1290,12 @@ class HomeAssistantPublisher:
             unit = units.get(battery.address)
             if unit is None:
                 continue
+            cells = self._cells_of(battery)
+            stored_wh = stored_energy_wh(unit.remaining, cells)
+            stored.append(stored_wh)
             barcode = self._identity(battery)
+            if barcode is None and battery.info_time is None and not self._waited_for_identity(battery.address):
+                continue
             key = battery_key(bank_id, battery.address, barcode)
             if key in used:
                 logger.warning("Home Assistant: batteries %d and %d report the same barcode %s; using addresses",
@@ -1294,9 +1303,6 @@ class HomeAssistantPublisher:
                 barcode = None
                 key = battery_key(bank_id, battery.address, None)
             used[key] = battery.address
-            cells = self._cells_of(battery)
-            stored_wh = stored_energy_wh(unit.remaining, cells)
-            stored.append(stored_wh)
             view = UnitView(battery, unit, energy.unit(battery.address), stored_wh, self._event_text(battery))
             entities = self._entities.get((self._level, cells))
             if entities is None:
@@ -1309,6 +1315,11 @@ class HomeAssistantPublisher:
                                   list(BANK_ENTITIES), state_values(BANK_ENTITIES, bank_view),
                                   summary.units_online > 0))
         return devices
+
+    def _waited_for_identity(self, address: int) -> bool:
+        waited = self._unit_identity_polls.get(address, 0)
+        self._unit_identity_polls[address] = waited + 1
+        return waited >= UNIT_IDENTITY_WAIT_POLLS
 
     # -- publishing ------------------------------------------------------------------
     def _publish(self, topic: str, payload: str, qos: int = 0, retain: bool = False) -> bool:

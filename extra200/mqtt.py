@@ -12,6 +12,12 @@ stop), and the Victron link, whose last will is the bank topic's "stop
 charging" message (MQTT allows one will per connection).  A will is fixed
 when the client connects, so ``set_will`` reconnects to renew it.
 
+The Victron link speaks MQTT 5 to give its will a delay (``WILL_DELAY``): the
+dbus-mqtt-battery driver stamps each message with the whole second it arrived in
+and updates D-Bus only when that second changes, so a will arriving in the same
+second as the last data message would be lost, for good when the driver's own
+timeout is off.  MQTT 5 brokers: Mosquitto 1.6 and newer, FlashMQ (Venus OS 3.20+).
+
 This is the only module that imports paho.
 """
 
@@ -21,6 +27,8 @@ import threading
 from typing import Any, Callable, Dict, List, Optional, Tuple, Union
 
 import paho.mqtt.client as paho
+from paho.mqtt.packettypes import PacketTypes
+from paho.mqtt.properties import Properties
 
 from .config import MqttConfig
 
@@ -43,10 +51,25 @@ def _reason_value(reason: Any) -> int:
         return -1
 
 
-def _make_client(client_id: str) -> "paho.Client":
+# Seconds the broker waits before publishing the Victron link's will (MQTT 5), and how long it keeps the
+# session after the connection drops (a will is never delayed past the session's end).
+WILL_DELAY = 2
+SESSION_EXPIRY = 10
+
+
+def _make_client(client_id: str, mqtt5: bool) -> "paho.Client":
+    protocol = paho.MQTTv5 if mqtt5 else paho.MQTTv311
     if _PAHO2:
-        return paho.Client(callback_api_version=paho.CallbackAPIVersion.VERSION2, client_id=client_id)
-    return paho.Client(client_id=client_id)
+        return paho.Client(callback_api_version=paho.CallbackAPIVersion.VERSION2, client_id=client_id,
+                           protocol=protocol)
+    return paho.Client(client_id=client_id, protocol=protocol)
+
+
+def _properties(packet_type: int, **values: int) -> Properties:
+    properties = Properties(packet_type)
+    for name, value in values.items():
+        setattr(properties, name, value)
+    return properties
 
 
 class MqttLink:
@@ -58,8 +81,12 @@ class MqttLink:
         self._config = config
         self._client_id = client_id
         self._with_availability = availability
+        self._mqtt5 = not availability  # a link with its own will delays it (see WILL_DELAY)
         self._will: Optional[Tuple[str, str]] = None
         self._will_announced = False  # the current will has been logged as in place
+        # The will the client was last configured with: a connect under way when the will
+        # changes carries the old one, and must not be logged as carrying the new one.
+        self._applied_will: Optional[Tuple[str, str]] = None
         self._renewing = threading.Lock()
         self._client: Optional["paho.Client"] = None
         self._connected = threading.Event()
@@ -102,7 +129,7 @@ class MqttLink:
 
     def start(self) -> None:
         """Begin connecting in the background; never blocks, never raises for a dead broker."""
-        client = _make_client(self._client_id)
+        client = _make_client(self._client_id, self._mqtt5)
         if self._config.username:
             client.username_pw_set(self._config.username, self._config.password or None)
         tls = self._config.tls
@@ -118,16 +145,26 @@ class MqttLink:
         self._client = client
         logger.info("MQTT: connecting to %s as %s", self.broker, self._client_id)
         try:
-            client.connect_async(self._config.broker, self._config.port, keepalive=self._config.keepalive)
+            self._connect(client)
         except (OSError, ValueError) as exc:  # e.g. an unresolvable host name in some paho versions
             logger.warning("MQTT: cannot start connecting to %s: %s; retrying", self.broker, exc)
         client.loop_start()
+
+    def _connect(self, client: "paho.Client") -> None:
+        if self._mqtt5:
+            client.connect_async(self._config.broker, self._config.port, keepalive=self._config.keepalive,
+                                 clean_start=True,
+                                 properties=_properties(PacketTypes.CONNECT, SessionExpiryInterval=SESSION_EXPIRY))
+        else:
+            client.connect_async(self._config.broker, self._config.port, keepalive=self._config.keepalive)
 
     def _apply_will(self, client: "paho.Client") -> None:
         if self._with_availability:
             client.will_set(self.availability_topic, "offline", qos=1, retain=True)
         elif self._will is not None:
-            client.will_set(self._will[0], self._will[1], qos=1, retain=False)
+            delay = _properties(PacketTypes.WILLMESSAGE, WillDelayInterval=WILL_DELAY) if self._mqtt5 else None
+            client.will_set(self._will[0], self._will[1], qos=1, retain=False, properties=delay)
+        self._applied_will = self._will
 
     def set_will(self, topic: str, payload: str) -> None:
         """Make ``payload`` on ``topic`` this connection's last will (links without availability only).
@@ -155,7 +192,7 @@ class MqttLink:
                 return
             self._apply_will(client)
             try:
-                client.connect_async(self._config.broker, self._config.port, keepalive=self._config.keepalive)
+                self._connect(client)
             except (OSError, ValueError) as exc:
                 logger.warning("MQTT: cannot start reconnecting to %s: %s; retrying", self.broker, exc)
             client.loop_start()
@@ -235,7 +272,7 @@ class MqttLink:
         if (self._down_logged or self.connections == 1) and self._with_availability:
             logger.info("MQTT: connected to %s", self.broker)
         self._down_logged = False
-        if self._will is not None and not self._will_announced:
+        if self._will is not None and self._applied_will is self._will and not self._will_announced:
             (logger.info if self.connections <= 2 else logger.debug)("MQTT: last will in place on %s", self._will[0])
             self._will_announced = True
         if self._with_availability:
@@ -255,8 +292,8 @@ class MqttLink:
         was_connected = self._connected.is_set()
         self._connected.clear()
         self._disconnected.set()
-        # paho 1.6: (rc); 2.x: (flags, reason_code, properties)
-        reason = args[1] if len(args) >= 2 else (args[0] if args else None)
+        # paho 1.6: (rc) or, MQTT 5, (reason_code, properties); 2.x: (flags, reason_code, properties)
+        reason = args[1] if _PAHO2 and len(args) >= 2 else (args[0] if args else None)
         code = _reason_value(reason)
         if code != 0 and was_connected and not self._down_logged:
             self._report("MQTT: lost the connection to %s (%s); reconnecting in the background",

@@ -422,8 +422,11 @@ class BankReader:
         interval = self._serial.info_interval
         due = [a for a in present if full or self._due(self.batteries[a].info_time, interval, now)]
         if not full:
+            # Units never asked (a first poll cut short by its deadline) are all read as time allows,
+            # so each is named by its barcode soon; after that, one unit per poll.
+            never = [a for a in due if self.batteries[a].info_time is None]
             due.sort(key=lambda a: self.batteries[a].info_time or 0.0)
-            due = due[:1]
+            due = never or due[:1]
         for address in due:
             if self._past(deadline):
                 return

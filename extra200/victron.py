@@ -34,6 +34,7 @@ import json
 import logging
 import math
 import threading
+import time
 from typing import Any, Callable, Dict, Iterator, Mapping, Optional, Protocol, Set, Tuple
 
 from .derive import BankSummary, Extreme, UnitSummary, time_to_empty
@@ -285,6 +286,10 @@ def with_unknowns(payload: Payload, known: Set[Tuple[str, ...]]) -> Payload:
     return out
 
 
+# How far a message's arrival at the driver may lag its sending (loopback or a LAN), in seconds.
+_ARRIVAL_MARGIN = 0.05
+
+
 def _will_differs(old: Optional[Payload], new: Payload) -> bool:
     """Whether the last will must be renewed: its stop voltage or discharge limit is off."""
     if old is None:
@@ -313,8 +318,13 @@ class VictronPublisher:
     WILL_RENEW_INTERVAL = 60.0
 
     def __init__(self, publish: Publish, topic_base: str, per_battery: bool,
-                 set_will: Optional[Callable[[str, str], None]] = None) -> None:
+                 set_will: Optional[Callable[[str, str], None]] = None,
+                 wall_clock: Callable[[], float] = time.time, sleep: Callable[[float], None] = time.sleep) -> None:
         self._publish = publish
+        self._wall_clock = wall_clock
+        self._sleep = sleep
+        self._sent_at: Dict[str, float] = {}  # topic -> wall-clock time its last message went out
+        self._repeat: Dict[str, Tuple[float, Payload]] = {}  # last words to send again: topic -> (when, word)
         self._topic_base = topic_base
         self._per_battery = per_battery
         self._set_will = set_will
@@ -338,6 +348,7 @@ class VictronPublisher:
         message = with_unknowns(payload, self._known.setdefault(topic, set()))
         if self._publish(topic, json.dumps(message, separators=(",", ":"), sort_keys=True), word):
             self._last_sent[topic] = now
+            self._sent_at[topic] = self._wall_clock()
             return True
         return False
 
@@ -379,10 +390,37 @@ class VictronPublisher:
                 word = last_word(payload, reason, discharge_current if topic == self.bank_topic else None)
                 if self._last_word_sent.get(topic) == word:
                     continue
+                previous = self._sent_at.get(topic)
                 if self._send(topic, word, now, word=True):
                     self._last_word_sent[topic] = word
                     sent += 1
+                    self._repeat_if_same_second(topic, word, previous)
+                    logger.info("Victron: %s told to stop charging (%s)", topic, reason)
+                else:
+                    logger.warning("Victron: could not tell %s to stop charging (%s): the broker did not take it",
+                                   topic, reason)
             return sent
+
+    def _repeat_if_same_second(self, topic: str, word: Payload, previous: Optional[float]) -> None:
+        """The driver updates D-Bus only when a message arrives in another whole second than the last
+        update: a word right behind a data message may be ignored, so it goes out again a second on."""
+        sent = self._sent_at[topic]
+        if previous is not None and sent - previous < 1.0 + _ARRIVAL_MARGIN:
+            self._repeat[topic] = (math.floor(sent + _ARRIVAL_MARGIN) + 1.0 + _ARRIVAL_MARGIN, word)
+
+    def repeat_last_word(self) -> int:
+        """Send again the last words that followed data within a second, once their second has passed
+        (waits for it: at most about a second; called on stop, after the other outputs have closed)."""
+        with self._lock:
+            pending, self._repeat = self._repeat, {}
+            if not pending:
+                return 0
+            due = max(when for when, _ in pending.values())
+            wait = due - self._wall_clock()
+            if wait > 0:
+                self._sleep(min(wait, 1.0 + 2 * _ARRIVAL_MARGIN))
+            return sum(1 for topic, (_, word) in sorted(pending.items())
+                       if self._last_word_sent.get(topic) == word and self._send(topic, word, 0.0, word=True))
 
     def _renew_will(self, bank: Payload, discharge_current: float, now: float) -> None:
         if self._set_will is None:

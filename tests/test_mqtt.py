@@ -10,7 +10,7 @@ import time
 import pytest
 
 from extra200.config import MqttConfig
-from extra200.mqtt import MqttLink
+from extra200.mqtt import WILL_DELAY, MqttLink
 from mqtt_helpers import Recorder
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
@@ -58,7 +58,11 @@ SCRIPT = textwrap.dedent("""
     import paho.mqtt
     link = MqttLink(MqttConfig(broker="127.0.0.1", port={port}, topic_base="{base}", keepalive=5), "will-{base}")
     link.start()
-    assert link.wait_connected(10)
+    victron = MqttLink(MqttConfig(broker="127.0.0.1", port={port}, topic_base="{base}", keepalive=5),
+                       "will-{base}-victron", availability=False)
+    victron.set_will("{base}/word", "stop charging")
+    victron.start()
+    assert link.wait_connected(10) and victron.wait_connected(10)
     link.set_available(True)
     link.publish("{base}/hello", paho.mqtt.__version__)
     print("ready", flush=True)
@@ -76,8 +80,13 @@ def _run_and_kill(broker, base: str, env=None):
         hello = recorder.wait_for(lambda t, p: t == "%s/hello" % base)
         assert hello is not None
         after = recorder.count()
+        killed = time.monotonic()
         proc.send_signal(signal.SIGKILL)  # no clean stop: the broker must send the last will
         assert recorder.wait_for(lambda t, p: t.endswith("/status") and p == b"offline", after=after)
+        # The Victron link's will (MQTT 5) comes WILL_DELAY later: never in the same second as the last data.
+        word = recorder.wait_for(lambda t, p: t == "%s/word" % base, after=after)
+        assert word is not None and word[2] == b"stop charging"
+        assert word[0] - killed >= WILL_DELAY - 0.5, "the will came %.2f s after the kill" % (word[0] - killed)
         return hello[2].decode()
     finally:
         proc.kill()

@@ -2,6 +2,8 @@
 
 import json
 
+import pytest
+
 from dataclasses import dataclass, field
 from typing import Dict, Optional
 
@@ -213,6 +215,36 @@ def test_publisher_says_the_last_word_once_on_every_topic_with_nulls():
     assert bank["System"]["MinCellVoltage"] is None and bank["Dc"]["Current"] is None
     assert publisher.last_word("stale", now=11.0, discharge_current=0.0) == 0  # said already
     assert publisher.last_word("stale", now=11.0, discharge_current=5.0) == 1  # the bank's word changed
+
+
+def test_a_last_word_right_behind_data_goes_out_again_in_the_next_second():
+    """The driver updates D-Bus only when a message arrives in another whole second than its last update:
+    a last word in the same second as the data before it would be lost for good (driver timeout 0)."""
+    sent = []
+    wall = [1000.30]
+    slept = []
+
+    def sleep(seconds: float) -> None:
+        slept.append(seconds)
+        wall[0] += seconds
+
+    publisher = VictronPublisher(lambda t, p, w: sent.append((wall[0], t, json.loads(p))) or True, "base",
+                                 per_battery=False, wall_clock=lambda: wall[0], sleep=sleep)
+    publisher.update(summarize_bank(_bank()), FixedLimits(), 0, 15, now=10.0)
+    wall[0] = 1000.70
+    assert publisher.last_word("stopped", now=10.4) == 1
+    assert publisher.repeat_last_word() == 1
+    assert slept == [pytest.approx(1001.05 - 1000.70)]
+    times = [(round(when, 2), p["Info"]["MaxChargeCurrent"]) for when, _, p in sent]
+    assert times == [(1000.3, 75.0), (1000.7, 0.0), (1001.05, 0.0)]
+    assert int(sent[-1][0]) != int(sent[0][0])  # the repeat lands in another second than the data
+    # a word long after the last data is not repeated, and nothing is waited for
+    sent.clear()
+    slept.clear()
+    publisher.update(summarize_bank(_bank()), FixedLimits(), 0, 15, now=20.0)
+    wall[0] += 5.0
+    assert publisher.last_word("stale", now=25.0) == 1
+    assert publisher.repeat_last_word() == 0 and slept == []
 
 
 def test_publisher_sends_at_most_once_a_second_per_topic():
