@@ -17,6 +17,7 @@ from typing import List, Optional
 from . import __version__
 from .config import Config, ConfigError, load_config, replace
 from .files import ReportingFileHandler
+from .validation import ValidationError
 
 logger = logging.getLogger("extra200")
 
@@ -87,6 +88,29 @@ def _load(args: argparse.Namespace) -> Config:
     return load_config(path)
 
 
+def named_file_problems(config: Config, port: Optional[str]) -> List[str]:
+    """What is wrong with the files the configuration (or ``--port``) names and the daemon reads at start:
+    the events catalogue, and the scenario of a ``pylonsim://`` port; each as ``key: problem``."""
+    problems: List[str] = []
+    if config.events.enabled and config.events.catalogue_file:
+        from .events import CatalogueError, EventCatalogue
+
+        try:
+            EventCatalogue.builtin().load_overrides(config.events.catalogue_file)
+        except CatalogueError as exc:
+            problems.extend(exc.under("events.catalogue_file"))
+    if port and port.strip().lower().startswith("pylonsim:"):
+        from serial import SerialException
+
+        from .simulator.protocol_pylonsim import console_for_url
+
+        try:
+            console_for_url(port)
+        except SerialException as exc:
+            problems.append("--port: %s" % exc)
+    return problems
+
+
 def main(argv: Optional[List[str]] = None) -> int:
     argv = sys.argv[1:] if argv is None else argv
     if argv[:1] == ["simulate"]:  # the simulator parses its own options (and its own --help)
@@ -100,7 +124,12 @@ def main(argv: Optional[List[str]] = None) -> int:
         print(str(exc), file=sys.stderr)
         return EXIT_CONFIG
     if args.command == "check-config":
-        print("%s is valid" % (args.config or DEFAULT_CONFIG))
+        path = args.config or DEFAULT_CONFIG
+        problems = named_file_problems(config, args.port or config.serial.port)
+        if problems:
+            print(ValidationError(problems, path).report(), file=sys.stderr)
+            return EXIT_CONFIG
+        print("%s is valid" % path)
         return EXIT_OK
     if args.command == "homeassistant-yaml":
         from .homeassistant import (

@@ -17,6 +17,8 @@ from typing import Any, Callable, Dict, List, Mapping, Optional, Tuple, Union
 
 import yaml
 
+from .validation import ValidationError
+
 # The value of a key the program finds out by itself from the console (serial.baud, battery.num_cells, ...).
 AUTO = "auto"
 # Bauds battery consoles use, in the order ``serial.baud: auto`` tries them: the common ones first
@@ -24,18 +26,14 @@ AUTO = "auto"
 CONSOLE_BAUDS: Tuple[int, ...] = (115200, 19200, 9600, 57600, 38400)
 
 
-class ConfigError(Exception):
+class ConfigError(ValidationError):
     """The configuration cannot be used; ``problems`` lists each key and what is wrong."""
 
     def __init__(self, problems: List[str], source: str = "config") -> None:
-        self.problems = problems
-        self.source = source
-        super().__init__("%s: %s" % (source, "; ".join(problems)))
+        super().__init__(problems, source)
 
     def __str__(self) -> str:
-        lines = ["%s has %d problem%s:" % (self.source, len(self.problems), "" if len(self.problems) == 1 else "s")]
-        lines.extend("  - " + p for p in self.problems)
-        return "\n".join(lines)
+        return self.report()
 
 
 @dataclass(frozen=True)

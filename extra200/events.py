@@ -29,6 +29,7 @@ import yaml
 
 from .files import ReportingFileHandler
 from .model import Bank, Battery, CellRow, CellTable, PowerDetail, PowerRow
+from .validation import ValidationError
 
 logger = logging.getLogger(__name__)
 
@@ -163,13 +164,12 @@ _CELL_STATES: Tuple[Tuple[str, str], ...] = (
 )
 
 
-class CatalogueError(Exception):
+class CatalogueError(ValidationError):
     """An overrides file cannot be used; ``problems`` says what is wrong, entry by entry."""
 
     def __init__(self, path: str, problems: List[str]) -> None:
         self.path = path
-        self.problems = problems
-        super().__init__("%s: %s" % (path, "; ".join(problems)))
+        super().__init__(problems, path)
 
 
 @dataclass(frozen=True)

@@ -165,3 +165,68 @@ def test_command_line_exits_2_naming_the_key(tmp_path, content, fragment):
                           capture_output=True, text=True, timeout=60)
     assert proc.returncode == 2
     assert fragment in proc.stderr
+
+
+def _check_config(*args: str):
+    return subprocess.run([sys.executable, os.path.join(ROOT, "extra200tomqtt.py"), *args, "check-config"],
+                          capture_output=True, text=True, timeout=60)
+
+
+def test_check_config_reads_the_events_catalogue_the_daemon_would(tmp_path):
+    """check-config fails, naming the key and the entry, where the daemon would stop with exit 2."""
+    catalogue = tmp_path / "events.yaml"
+    catalogue.write_text("power_events:\n  0x8: critical\n")
+    path = tmp_path / "config.yaml"
+    path.write_text("events:\n  catalogue_file: %s\n" % catalogue)
+    proc = _check_config("--config", str(path))
+    assert proc.returncode == 2, proc.stdout
+    assert "%s has 1 problem:" % path in proc.stderr
+    assert "  - events.catalogue_file: %s: power_events.8: level must be one of info, warning, ignore, got 'critical'" \
+        % catalogue in proc.stderr
+    assert "valid" not in proc.stdout
+    daemon = subprocess.run([sys.executable, os.path.join(ROOT, "extra200tomqtt.py"), "--config", str(path),
+                             "--port", "pylonsim://", "--dry-run"], capture_output=True, text=True, timeout=60)
+    assert daemon.returncode == 2  # what check-config now foretells
+
+    catalogue.unlink()
+    proc = _check_config("--config", str(path))
+    assert proc.returncode == 2
+    assert "events.catalogue_file: %s: cannot read the file: No such file or directory" % catalogue in proc.stderr
+
+    catalogue.write_text("power_events:\n  0x8: info\n")
+    proc = _check_config("--config", str(path))
+    assert (proc.returncode, proc.stdout.strip()) == (0, "%s is valid" % path), proc.stderr
+    path.write_text("events:\n  enabled: false\n  catalogue_file: %s\n" % (tmp_path / "missing.yaml"))
+    assert _check_config("--config", str(path)).returncode == 0  # not read when the events log is off
+
+
+def test_check_config_reads_the_simulator_scenario_of_the_port(tmp_path):
+    scenario = tmp_path / "bank.yaml"
+    scenario.write_text("units: 20\ncolour: red\n")
+    path = tmp_path / "config.yaml"
+    path.write_text("serial:\n  port: /dev/ttyUSB0\n")
+    proc = _check_config("--config", str(path), "--port", "pylonsim://?scenario=%s" % scenario)
+    assert proc.returncode == 2
+    assert "  - --port: %s: " % scenario in proc.stderr
+    assert "colour: unknown key" in proc.stderr and "units: " in proc.stderr
+    assert _check_config("--config", str(path), "--port", "pylonsim://us2000c-3").returncode == 0
+
+
+def test_one_kind_of_error_for_every_file_the_user_writes(tmp_path):
+    """Config, events catalogue and scenario problems are ValidationErrors: a list of ``key: problem``."""
+    from extra200.events import CatalogueError, EventCatalogue
+    from extra200.simulator import ScenarioError, load_scenario
+    from extra200.validation import ValidationError
+
+    catalogue = tmp_path / "events.yaml"
+    catalogue.write_text("states: [Low]\n")
+    caught = []
+    for load in (lambda: parse_config({"serial": {"baud": "fast"}}, "config.yaml"),
+                 lambda: EventCatalogue.builtin().load_overrides(str(catalogue)),
+                 lambda: load_scenario({"units": 0})):
+        with pytest.raises(ValidationError) as error:
+            load()
+        caught.append(error.value)
+    assert [type(e) for e in caught] == [ConfigError, CatalogueError, ScenarioError]
+    assert [e.problems[0].split(":")[0] for e in caught] == ["serial.baud", "states", "units"]
+    assert caught[1].report() == "%s has 1 problem:\n  - states: must map entries to a level or {name, level}" % catalogue

@@ -70,6 +70,18 @@ EXPECTED = [
     ("*", "*", NOT_READ, "soh, log, help, time, ver, ci, getpwr, pwrsys: not read"),
 ]
 
+# What the ParseError says for each refused or rejected exchange (file name pattern, command, regular expression).
+REFUSALS = [
+    ("pytes-e-box-4850p__bat-2__*", "bat 2",
+     r"^bat 2 line 15: column Temp\. State starts 4 character\(s\) off its header \(dropped character\?\): '2 .*80%"),
+    ("us2kbpl__session__tomascrespo-*", "info", r"^info: no 'Device address' line in the reply$"),
+    ("us2kbpl__session__tomascrespo-*", "info 1", r"^info: no 'Device address' line in the reply$"),
+    ("us2kbpl__session__tomascrespo-*", "info 2",
+     r"^info line 7: not a 'key : value' line: 'Main Soft version +B67\.13\.0\.0'$"),
+    ("us2kbpl__session__tomascrespo-*", "bat 2", r"^bat 2: no table header in the reply$"),
+    ("*", "*", r"^(info|stat|bat \d+): the battery rejected the command: Invalid command or fail to excute[.!]$"),
+]
+
 # (file name pattern, rows, present units) of every whole-bank table, from INDEX.md.
 PWR_SHAPES = [
     ("force-*", 1, 1),
@@ -128,6 +140,12 @@ def expected(name: str, command: str) -> Tuple[str, str]:
         if fnmatch.fnmatchcase(name, pattern) and fnmatch.fnmatchcase(command, wanted):
             return outcome, why
     raise AssertionError("no expectation for %s %r" % (name, command))  # the catch-all matches
+
+
+def refusal(name: str, command: str) -> str:
+    """The regular expression the ParseError of a refused or rejected exchange must match."""
+    return next(says for pattern, wanted, says in REFUSALS
+                if fnmatch.fnmatchcase(name, pattern) and fnmatch.fnmatchcase(command, wanted))
 
 
 def parser_for(command: str) -> Optional[Callable[[str], object]]:
@@ -219,7 +237,7 @@ def test_capture(name: str, captures_dir: str, ratings: Dict[str, DeviceInfo]) -
         if outcome == PARSED:
             check_plausible(name, command, parse(part), part, ratings)
         else:
-            with pytest.raises(ParseError, match="rejected the command" if outcome == REJECTED else ""):
+            with pytest.raises(ParseError, match=refusal(name, command)):
                 parse(part)
 
 
@@ -233,6 +251,10 @@ def test_every_exception_in_the_table_matches_a_capture(captures_dir: str) -> No
                     break
     unused = [EXPECTED[index][:2] for index in range(len(EXPECTED)) if index not in seen]
     assert unused == []
+    said = {refusal(name, command) for name in capture_names()
+            for command, _ in exchanges(name, load(os.path.join(captures_dir, name)))
+            if expected(name, command)[0] in (REFUSED, REJECTED) and parser_for(command) is not None}
+    assert said == {says for _, _, says in REFUSALS}
     assert all(any(fnmatch.fnmatchcase(name, shape[0]) for name in capture_names()) for shape in PWR_SHAPES)
 
 

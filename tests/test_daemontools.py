@@ -85,8 +85,6 @@ def alive(pid: int) -> bool:
 
 
 def test_venus_service_under_daemontools(tmp_path, broker) -> None:
-    if not os.path.exists(os.path.join(ROOT, "extra200tomqtt.py")):
-        pytest.skip("awaits the daemon: extra200tomqtt.py is not in the repository yet")
     if os.geteuid() != 0:
         pytest.skip("a real (not staged) install needs root; CI runs the tests as root")
     svscan, svc = program("svscan"), program("svc")

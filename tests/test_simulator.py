@@ -17,7 +17,7 @@ import pytest
 import serial
 import yaml
 
-from extra200 import simulator
+from extra200 import parsing, simulator
 from extra200.simulator import (
     PRESETS, WAKE_FRAME, Console, PtySimulator, ScenarioError, UnitSnapshot, load_scenario, shipped_scenarios,
 )
@@ -622,7 +622,6 @@ def assert_fields(record: object, expected: Dict[str, object], where: str) -> No
 
 def check_parsed(scenario) -> None:
     """Every reply of every unit parses (extra200.parsing) to exactly the values the console printed."""
-    parsing = pytest.importorskip("extra200.parsing")
     fw = scenario.firmware
     console = Console(scenario)
     console.bank.set_debug(True)

@@ -439,17 +439,9 @@ def test_user_mode_prompt_triggers_login_before_next_command(battery: FakeBatter
     assert battery.commands == ["login debug", "pwr", "login debug", "pwr"]
 
 
-# --- the simulator, when it exists ---------------------------------------------------
+# --- through the simulator ---------------------------------------------------------
 
 
-@pytest.fixture
-def simulator() -> None:
-    module = pytest.importorskip("extra200.simulator")
-    if not hasattr(module, "register"):
-        pytest.skip("the simulator package has no register() yet")
-
-
-@pytest.mark.usefixtures("simulator")
 def test_through_the_simulator_url() -> None:
     with Console("pylonsim://") as console:
         console.wake()
@@ -460,7 +452,6 @@ def test_through_the_simulator_url() -> None:
     assert reply.prompt == "pylon>"
 
 
-@pytest.mark.usefixtures("simulator")
 def test_simulator_asleep_is_woken_at_1200_baud() -> None:
     with Console("pylonsim://?asleep=1") as console:
         console.probe_wait = 0.4
@@ -468,7 +459,6 @@ def test_simulator_asleep_is_woken_at_1200_baud() -> None:
         assert console.command("pwr").ok
 
 
-@pytest.mark.usefixtures("simulator")
 def test_simulator_at_the_wrong_baud_is_reported_as_garbage() -> None:
     with Console("pylonsim://", baud=9600) as console:
         console.probe_wait = 0.4

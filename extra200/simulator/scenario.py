@@ -19,6 +19,7 @@ from typing import Any, Callable, Dict, List, Mapping, Optional, Tuple, Union
 
 import yaml
 
+from ..validation import ValidationError
 from .firmware import Firmware, build_firmware
 
 SCENARIO_DIR = os.path.join(os.path.dirname(os.path.abspath(__file__)), "scenarios")
@@ -52,13 +53,11 @@ def _at_line(where: str, data: Any) -> str:
     return "%s (line %d)" % (where, line) if line else where
 
 
-class ScenarioError(Exception):
+class ScenarioError(ValidationError):
     """A scenario cannot be used; ``problems`` names each key and what is wrong with it."""
 
     def __init__(self, problems: List[str], source: str = "scenario") -> None:
-        self.problems = list(problems)
-        self.source = source
-        super().__init__("%s: %s" % (source, "; ".join(self.problems)))
+        super().__init__(problems, source)
 
 
 # ---------------------------------------------------------------- value checks
