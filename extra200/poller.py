@@ -114,6 +114,7 @@ class BankReader:
         self._clock = clock
         self.batteries: Dict[int, Battery] = {}
         self.rejected: Set[str] = set()  # command families this firmware refuses
+        self._answered: Set[str] = set()  # command families that have answered at least once
         self._failed_logged: Set[str] = set()
         self._doubt_logged: Set[str] = set()
         self._missing_logged: Set[int] = set()
@@ -161,6 +162,7 @@ class BankReader:
         while len(reads) + len(failures) < _MAX_EXCHANGES and len(failures) < _MAX_FAILURES:
             try:
                 reads.append(self._exchange(command, parse))
+                self._answered.add(_family(command))
             except _Rejected as exc:
                 if not reject_family:
                     raise
@@ -206,8 +208,12 @@ class BankReader:
 
     def _rejected(self, command: str, reply: Reply) -> None:
         family = _family(command)
-        # An error for one unit's command can mean "no such unit": only the
-        # whole-family refusal of a present unit is remembered.
+        if family in self._answered:
+            # The firmware knows the command: the unit left between the pwr table and this command.
+            if command not in self._doubt_logged:
+                logger.info("'%s' answered '%s': the unit is not there now; asked again later", command, reply.error)
+                self._doubt_logged.add(command)
+            return
         logger.info("the console rejects '%s' (%s); not asking '%s' again", command, reply.error, family)
         self.rejected.add(family)
 

@@ -196,3 +196,18 @@ def test_a_jump_the_cell_table_shows_too_is_believed_at_once(reader: Tuple[BankR
     poller.read_more(full=True)  # the cells are read again, after the change
     row = poller.read_state().batteries[1].row
     assert row.cell_temp_high == 85.0 and row.cell_temp_low == 85.0
+
+
+def test_a_unit_that_leaves_between_pwr_and_its_cell_table_does_not_stop_cell_reads(
+        reader: Tuple[BankReader, Any]) -> None:
+    """A unit gone between the pwr table and its ``bat N`` answers with an error: that is no sign that the
+    firmware refuses ``bat N`` (which would stop every unit's cell reads, and leave the cross-check with
+    no fresh table for good)."""
+    poller, shell = reader
+    shell.bank.set_absent(3)  # after this poll's pwr table showed it: the next command to it is refused
+    poller._read_cells_of(3)
+    assert "bat N" not in poller.rejected
+    shell.bank.set_cell_voltage(2, 14, 3.44)
+    bank = poller.read()
+    assert bank.batteries[2].cells is not None
+    assert max(c.voltage for c in bank.batteries[2].cells.cells) == 3.44
