@@ -1545,6 +1545,11 @@ class ChargeController:
         return self._phase
 
     @property
+    def stops(self) -> Tuple[bool, bool]:
+        """Whether CCL and DCL are 0 now (the state file is written at once when this changes)."""
+        return self._ccl.published == 0.0, self._dcl.published == 0.0
+
+    @property
     def polled(self) -> bool:
         """Whether ``update`` has run (there is a state worth saving)."""
         return self._last_now is not None
