@@ -34,12 +34,16 @@ The rules (defaults and the reasoning in the README section "Charge control"):
   cell voltage, cell temperature, BMS/MOSFET temperature and (optionally)
   SoC; 0 at the cell cut-offs, outside the temperature windows and on a unit's
   abnormal status words and protection signals (a unit at its low cut-off in
-  SysError may still recharge a little).  Each unit also gets its own limits and
+  SysError may still recharge a little).  Whatever gives CCL 0 (a 0 A maximum
+  too) is a stop: it also lowers CVL.  Each unit also gets its own limits and
   alarms (``ChargeLimits.units``) for its per-battery topic.
 * Every reduction acts at once; every rise waits a hold time after the last
   reduction and then ramps.
-* A reading that vanishes keeps its last value for the rules; ``state()`` /
-  ``restore()`` carry the state across a restart.
+* A reading that vanishes keeps its last value for the rules, and a unit's
+  ``pwr N`` protection signals stand until a later ``pwr N`` shows them
+  cleared; while a unit's cell voltages are unknown its pack voltage per cell
+  still bounds them.  ``state()`` / ``restore()`` carry all this across a
+  restart.
 * Stale or incomplete data never raises a limit: while a unit is missing
   nothing may rise and CVL goes no higher than float; without fresh cell data
   CCL is 0 and DCL is held briefly (only if the bank was far from empty), then
@@ -133,17 +137,23 @@ _DISCHARGE_STOP_EVENTS: Tuple[Tuple[int, str], ...] = (
     (0x8, "low voltage"), (0x10, "under-voltage"), (0x10000, "short circuit"),
     (0x20000, "discharge over-current 2"), (0x80000, "discharge over-current"),
 )
+_STOP_EVENTS = sum(bit for bit, _ in _CHARGE_STOP_EVENTS + _DISCHARGE_STOP_EVENTS)
 _FULL_EVENT = 0x2000  # COULFULL
+_SWITCHES = ("CMOS Status", "DMOS Status")  # Pytes pwr N: the BMS's own charge / discharge switch
 
 
 def detail_signals_protection(detail: Optional[PowerDetail]) -> bool:
     """Whether a unit's ``pwr N`` holds a protection signal that stops a limit (read it again next poll)."""
-    if detail is None:
-        return False
-    mask = 0
-    for bit, _ in _CHARGE_STOP_EVENTS + _DISCHARGE_STOP_EVENTS:
-        mask |= bit
-    return bool((detail.power_events or 0) & mask) or bool(detail.system_fault)
+    return detail is not None and (bool((detail.power_events or 0) & _STOP_EVENTS) or bool(detail.system_fault))
+
+
+def _protection(detail: PowerDetail) -> Optional[PowerDetail]:
+    """What of a ``pwr N`` stops or lowers a limit (stop events, System Fault, a switch OFF), None if nothing."""
+    events = (detail.power_events or 0) & _STOP_EVENTS
+    switches = {key: word for key, word in detail.extra.items() if key in _SWITCHES and word.strip().upper() == "OFF"}
+    if not (events or detail.system_fault or switches):
+        return None
+    return PowerDetail(detail.address, power_events=events, system_fault=detail.system_fault, extra=switches)
 
 
 class Reason(NamedTuple):
@@ -442,6 +452,16 @@ class _Unit:
         """Pytes ``pwr N`` prints ``CMOS Status`` / ``DMOS Status``: the BMS's own charge / discharge switch."""
         detail = self.battery.detail
         return detail is not None and detail.extra.get(key, "").strip().upper() == "OFF"
+
+    def unseen_cell_average(self, charge: bool) -> Optional[float]:
+        """Pack voltage per cell while the row lacks the highest (``charge``) / lowest cell: that cell is at
+        least (at most) this average.  An unknown count counts as the cells that keep this true (16 / 15)."""
+        raw = self.battery.row
+        if raw is None or self.pack_voltage is None:
+            return None
+        if (raw.cell_voltage_high if charge else raw.cell_voltage_low) is not None:
+            return None
+        return self.pack_voltage / (self.cell_count or (max if charge else min)(_CELL_COUNTS))
 
     def overshoot(self, limit: float) -> float:
         """How far the cells are above ``limit`` now: the highest cell's excess, or the sum over this poll's table."""
@@ -780,6 +800,7 @@ class ChargeController:
         self._seen: Set[int] = set()
         self._cell_counts = _CellCounts(battery.cells)
         self._last_rows: Dict[int, PowerRow] = {}  # each unit's last row, vanished readings held
+        self._protections: Dict[int, PowerDetail] = {}  # each unit's protection signals in its last pwr N
         self._blind = {side.name: _Blind() for side in self._sides}
         self._alarms: Dict[str, int] = {name: OK for name in ALARM_NAMES}
         self._logged_alarms: Dict[str, int] = {name: OK for name in ALARM_NAMES}
@@ -831,8 +852,19 @@ class ChargeController:
             )
 
     def _read(self, battery: Battery, summary: Optional[UnitSummary], now: float) -> _Unit:
-        unit = _read_unit(battery, summary, now, self._last_rows.get(battery.address))
-        self._last_rows[battery.address] = unit.row
+        """One unit as the rules see it, with its vanished readings and unread pwr N signals held."""
+        address = battery.address
+        if battery.detail is not None:
+            protection = _protection(battery.detail)
+            if protection is None:
+                self._protections.pop(address, None)
+            else:
+                self._protections[address] = protection
+        elif address in self._protections:
+            # pwr N is read on some polls only (none yet after a restart): its signals stand until it shows them cleared.
+            battery = dataclasses.replace(battery, detail=self._protections[address])
+        unit = _read_unit(battery, summary, now, self._last_rows.get(address))
+        self._last_rows[address] = unit.row
         return unit
 
     # -- the poll ----------------------------------------------------------
@@ -1259,21 +1291,25 @@ class ChargeController:
             else:
                 out.append((fraction * bank_max, reason))
 
-        # cell voltage: cut-off, then curve
+        def cell_rule(voltage: float, key: Reason) -> None:
+            """The cut-off, then the curve, for the highest (charge) / lowest cell voltage."""
+            if voltage >= side.cutoff if side.charge else voltage <= side.cutoff:
+                where = "at/above" if side.charge else "at/below"
+                stops.append(Reason(key.key, "%s %s cut-off %.3f V" % (key.text, where, side.cutoff)))
+            derate(side.cell_curve(voltage), key)
+
         cells = [u.cell_high if side.charge else u.cell_low for u in units]
         known = [e for e in cells if e is not None]
         if known:
             worst = (max if side.charge else min)(known, key=lambda e: e.value)
-            key = Reason("cell " + worst.id, "cell %s %.3f V" % (worst.id, worst.value))
-            beyond = worst.value >= side.cutoff if side.charge else worst.value <= side.cutoff
-            if beyond:
-                stops.append(
-                    Reason(
-                        key.key,
-                        "%s %s cut-off %.3f V" % (key.text, "at/above" if side.charge else "at/below", side.cutoff),
-                    )
-                )
-            derate(side.cell_curve(worst.value), key)
+            cell_rule(worst.value, Reason("cell " + worst.id, "cell %s %.3f V" % (worst.id, worst.value)))
+        # A unit whose cells are unknown (their last values are held above) still shows its pack: a pack that
+        # sags (climbs) while the cells are unknown lowers the limit as its cells would.
+        for u in units:
+            average = u.unseen_cell_average(side.charge)
+            if average is not None:
+                cell_rule(average, Reason("average B%d" % u.address, "B%d cells unknown, pack %.2f V: %.3f V per "
+                                          "cell on average" % (u.address, u.pack_voltage or 0.0, average)))
 
         # cell temperature: window, then curve on both the coldest and the hottest
         temps = [e for u in units for e in (u.temp_low, u.temp_high) if e is not None]
@@ -1305,6 +1341,9 @@ class ChargeController:
         if c.bms_states_block:
             for u in units:
                 self._bms_signals(side, u, bank_max, out, stops)
+        least = _lowest(out)
+        if not stops and _floor(least[0], 1) <= 0.0:
+            stops.append(least[1])  # no current at all (a 0 A maximum, every switch off): a stop like the others
         # A stop listed first names the reason when several rules give 0.
         return out + [(0.0, r) for r in stops], stops
 
@@ -1426,6 +1465,11 @@ class ChargeController:
                                if getattr(row, name) is not None}
                 for address, row in sorted(self._last_rows.items())
             },
+            # the protection signals of each unit's last pwr N, standing until pwr N is read again
+            "protections": {
+                str(address): {"power_events": p.power_events, "system_fault": p.system_fault, "switches": p.extra}
+                for address, p in sorted(self._protections.items())
+            },
             # the cell counts the console told, so a restart does not wait for them again
             "cell_counts": self._cell_counts.state(),
             "limits": {
@@ -1472,6 +1516,11 @@ class ChargeController:
                 if str(address).isdigit() and isinstance(values, Mapping):
                     known = {k: v for k, v in values.items() if k in _HELD_READINGS or k in _HELD_IDS.values()}
                     self._last_rows.setdefault(int(address), PowerRow(int(address), True, **known))
+        protections = data.get("protections")
+        if isinstance(protections, Mapping):
+            for address, saved_signals in protections.items():
+                if str(address).isdigit() and isinstance(saved_signals, Mapping):
+                    self._restore_protection(int(address), saved_signals)
         self._cell_counts.restore(data.get("cell_counts"))
         saved = data.get("limits") or {}
         for limit in (self._cvl, self._ccl, self._dcl):
@@ -1481,9 +1530,24 @@ class ChargeController:
         logger.info("Charge control resumed from a state saved %.0f s ago: %s, CVL %s V, CCL %s A, DCL %s A",
                     age, self._phase, *(limit.fmt(limit.value) for limit in (self._cvl, self._ccl, self._dcl)))
 
+    def _restore_protection(self, address: int, saved: Mapping[str, Any]) -> None:
+        """One unit's saved pwr N signals (``state()["protections"]``); anything malformed is ignored."""
+        numbers = [saved.get(name) for name in ("power_events", "system_fault")]
+        events, fault = (n if isinstance(n, int) and not isinstance(n, bool) else None for n in numbers)
+        switches = saved.get("switches")
+        extra = {str(k): str(v) for k, v in switches.items()} if isinstance(switches, Mapping) else {}
+        protection = _protection(PowerDetail(address, power_events=events, system_fault=fault, extra=extra))
+        if protection is not None:
+            self._protections.setdefault(address, protection)
+
     @property
     def phase(self) -> str:
         return self._phase
+
+    @property
+    def stops(self) -> Tuple[bool, bool]:
+        """Whether CCL and DCL are 0 now (the state file is written at once when this changes)."""
+        return self._ccl.published == 0.0, self._dcl.published == 0.0
 
     @property
     def polled(self) -> bool:

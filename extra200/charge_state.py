@@ -7,14 +7,15 @@ charge.  ``ChargeController.state()`` gives that as a document with times
 relative to its last poll; this file adds the wall-clock time it was written,
 so the next start knows its age (``ChargeController.restore`` resumes only a
 recent state).  Written atomically like the energy counters, every
-``state_save_interval`` seconds, at once when the phase changes, and at
-shutdown.
+``state_save_interval`` seconds, at once when the phase changes or a stop
+begins or ends (a current limit reaching or leaving 0: a crash must not lift
+a stop), and at shutdown.
 """
 
 import logging
 import os
 import time
-from typing import Optional
+from typing import Optional, Tuple
 
 from .charge_limits import ChargeController
 from .files import read_json, write_json_atomic
@@ -31,6 +32,7 @@ class ChargeStateFile:
         self.path = os.path.join(state_dir, CHARGE_STATE_FILE)
         self._saved_at: Optional[float] = None
         self._saved_phase: Optional[str] = None
+        self._saved_stops: Optional[Tuple[bool, bool]] = None
         self._failing = False
 
     def load(self, controller: ChargeController, now: Optional[float] = None) -> bool:
@@ -61,14 +63,16 @@ class ChargeStateFile:
             self._failing = False
         self._saved_at = wall
         self._saved_phase = controller.phase
+        self._saved_stops = controller.stops
         return True
 
     def save_if_due(self, controller: ChargeController, now: float, interval: float) -> bool:
-        """Save when ``interval`` seconds have passed or the charge phase changed since the last save."""
+        """Save when ``interval`` seconds have passed, or the charge phase or a stop changed, since the last save."""
         if (
             self._saved_at is not None
             and 0 <= now - self._saved_at < interval
             and controller.phase == self._saved_phase
+            and controller.stops == self._saved_stops
         ):
             return True
         return self.save(controller, now)
