@@ -51,6 +51,10 @@ def _reason_value(reason: Any) -> int:
         return -1
 
 
+# CONNACK codes of a broker that does not speak the protocol version asked for: MQTT 3.1.1's
+# "unacceptable protocol version", MQTT 5's "unsupported protocol version".
+_UNSUPPORTED_PROTOCOL = (1, 132)
+
 # Seconds the broker waits before publishing the Victron link's will (MQTT 5), and how long it keeps the
 # session after the connection drops (a will is never delayed past the session's end).
 WILL_DELAY = 2
@@ -129,6 +133,10 @@ class MqttLink:
 
     def start(self) -> None:
         """Begin connecting in the background; never blocks, never raises for a dead broker."""
+        logger.info("MQTT: connecting to %s as %s", self.broker, self._client_id)
+        self._launch()
+
+    def _launch(self) -> None:
         client = _make_client(self._client_id, self._mqtt5)
         if self._config.username:
             client.username_pw_set(self._config.username, self._config.password or None)
@@ -143,7 +151,6 @@ class MqttLink:
         client.on_message = self._on_message
         client.on_connect_fail = self._on_connect_fail
         self._client = client
-        logger.info("MQTT: connecting to %s as %s", self.broker, self._client_id)
         try:
             self._connect(client)
         except (OSError, ValueError) as exc:  # e.g. an unresolvable host name in some paho versions
@@ -196,6 +203,15 @@ class MqttLink:
             except (OSError, ValueError) as exc:
                 logger.warning("MQTT: cannot start reconnecting to %s: %s; retrying", self.broker, exc)
             client.loop_start()
+
+    def _relaunch(self) -> None:
+        """A new client in place of the running one (the protocol version is fixed per client)."""
+        with self._renewing:
+            client = self._client
+            if client is None:
+                return  # stopped meanwhile
+            self._close_cleanly(client, 1.0)
+            self._launch()
 
     def stop(self, timeout: float = 2.0) -> None:
         """Publish ``offline`` (if connected and with availability), disconnect and stop the network thread."""
@@ -262,6 +278,13 @@ class MqttLink:
     # paho callbacks: signatures differ between 1.6 and 2.x, hence *args.
     def _on_connect(self, client: "paho.Client", userdata: Any, flags: Any, reason: Any, *rest: Any) -> None:
         code = _reason_value(reason)
+        if code in _UNSUPPORTED_PROTOCOL and self._mqtt5:
+            logger.warning("MQTT: %s does not speak MQTT 5; the Victron link falls back to MQTT 3.1.1, whose "
+                           "last will cannot be delayed (the driver may miss it when it comes in the same second "
+                           "as the last data)", self.broker)
+            self._mqtt5 = False
+            threading.Thread(target=self._relaunch, name="mqtt-fallback", daemon=True).start()
+            return
         if code != 0:
             if not self._down_logged:
                 self._report("MQTT: %s refused the connection: %s", self.broker, _describe(reason, code))

@@ -160,3 +160,48 @@ def test_tls_with_a_ca_file(tmp_path):
         untrusted.stop()
     finally:
         server.close()
+
+
+def test_a_broker_without_mqtt5_gets_the_victron_link_on_mqtt_311(caplog):
+    """The Victron link asks for MQTT 5 (a delayed will); a broker that speaks only 3.1.1 refuses that, and
+    the link comes back on 3.1.1.  Debian ships no such broker: this socket stands in for one, answering a
+    CONNECT the way a 3.1.1 broker does (CONNACK code 1, "unacceptable protocol version", for level 5)."""
+    import socket
+
+    server = socket.socket()
+    server.bind(("127.0.0.1", 0))
+    server.listen(5)
+    levels = []
+    accepted = []
+
+    def serve():
+        while True:
+            try:
+                conn, _ = server.accept()
+            except OSError:
+                return
+            data = conn.recv(4096)
+            level = data[8]  # fixed header (2), protocol name (6), then the protocol level
+            levels.append(level)
+            conn.sendall(b"\x20\x02\x00" + (b"\x00" if level == 4 else b"\x01"))
+            if level == 4:
+                accepted.append(conn)
+            else:
+                conn.close()
+
+    import threading
+    threading.Thread(target=serve, daemon=True).start()
+    link = MqttLink(MqttConfig(broker="127.0.0.1", port=server.getsockname()[1], topic_base="old", keepalive=60),
+                    "old-victron", availability=False)
+    link.set_will("old/pylon", "stop charging")
+    try:
+        with caplog.at_level("WARNING", logger="extra200.mqtt"):
+            link.start()
+            assert link.wait_connected(15), levels
+        assert levels[0] == 5 and levels[-1] == 4
+        assert "does not speak MQTT 5" in caplog.text
+    finally:
+        link.stop(timeout=0.5)
+        server.close()
+        for conn in accepted:
+            conn.close()
