@@ -339,14 +339,24 @@ class BankReader:
         return self._rows_from_details()
 
     def _rows_from_details(self) -> Optional[List[PowerRow]]:
-        """Old firmware without the ``pwr`` table: one ``pwr N`` per configured (or found) unit."""
+        """Old firmware without the ``pwr`` table: one ``pwr N`` per configured (or found) unit.
+
+        Without ``battery.addresses`` the first poll finds the units: those answering ``pwr N``
+        from 1 up to the first that does not, each read (and confirmed) as it is found, so the
+        search costs no read of its own.  Found once per run (a unit added later needs a
+        restart, or ``battery.addresses``); a poll that fails during the search searches again.
+        """
+        searching = not self._expected and self._units_by_detail is None
+        addresses = range(1, 17) if searching else (self._expected or self._units_by_detail or ())
         rows: List[PowerRow] = []
         now = self._clock()
-        for address in self._expected or self._find_units_by_detail():
+        for address in addresses:
             try:
                 detail = self._ask("pwr %d" % address, parse_power_detail, reject_family=False)
             except _Rejected:
                 rows.append(PowerRow(address=address, present=False))  # "no such unit"
+                if searching:
+                    break
                 continue
             if detail is None:
                 return None  # no confirmed reply: this poll has no trustworthy data for the unit
@@ -354,6 +364,10 @@ class BankReader:
             battery.detail = detail
             battery.detail_time = now
             rows.append(_row_from_detail(PowerRow(address=address, present=True), detail))
+        if searching:
+            self._units_by_detail = tuple(r.address for r in rows if r.present) or (1,)
+            logger.info("no pwr table and no battery.addresses: polling the units that answer 'pwr N': %s",
+                        ", ".join(str(a) for a in self._units_by_detail))
         return rows
 
     def _detail_due(self, battery: Battery, now: float) -> bool:
@@ -365,30 +379,6 @@ class BankReader:
         """The later of the last good read and the last try (None: never tried)."""
         tried = self._asked.get((kind, address))
         return answered if tried is None else max(tried, answered or tried)
-
-    def _find_units_by_detail(self) -> Tuple[int, ...]:
-        """Without ``battery.addresses``: the units answering ``pwr N`` from 1 up to the first that does not.
-
-        Found once per run (a unit added later needs a restart, or ``battery.addresses``); a
-        console error before any answer is not taken as "no units": unit 1 is polled, and
-        the search runs again next poll.
-        """
-        if self._units_by_detail is not None:
-            return self._units_by_detail
-        found: List[int] = []
-        for address in range(1, 17):
-            try:
-                reply = self._console.command("pwr %d" % address)
-            except ConsoleError as exc:
-                logger.debug("looking for units: pwr %d failed: %s", address, exc)
-                return tuple(found) or (1,)
-            if not reply.ok:
-                break
-            found.append(address)
-        self._units_by_detail = tuple(found) or (1,)
-        logger.info("no pwr table and no battery.addresses: polling the units that answer 'pwr N': %s",
-                    ", ".join(str(a) for a in self._units_by_detail))
-        return self._units_by_detail
 
     def _read_detail(self, battery: Battery, now: float) -> None:
         self._asked[("pwr", battery.address)] = now

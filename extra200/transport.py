@@ -124,7 +124,10 @@ class Console:
 
     # Wake-up pacing; instances may override these (tests use shorter waits).
     probe_wait = 1.0  # how long one line end may take to bring a prompt
-    probes_before_wake = 2  # plain line ends tried before the wake frame ("auto")
+    probes_before_wake = 1  # plain line ends tried before the wake frame ("auto")
+    # An awake console answers a line end within tens of milliseconds: before the wake frame a short wait
+    # is enough (a slow one just gets the frame, which is harmless, and the full probe_wait after it).
+    quick_probe_wait = 0.25
     probes_after_wake = 4  # line ends tried after the wake frame
 
     def __init__(
@@ -223,7 +226,7 @@ class Console:
         self._probe_garbage = 0
         prompt: Optional[str] = None
         if self.wakeup != "always":
-            prompt = self._probe_bauds(self.probes_before_wake, what)
+            prompt = self._probe_bauds(self.probes_before_wake, what, min(self.probe_wait, self.quick_probe_wait))
         if prompt is None and self.wakeup != "never":
             logger.info("%s: sending the wake-up frame at %d baud", self.url, WAKE_BAUD)
             self._send_wake_frame(what)
@@ -241,12 +244,13 @@ class Console:
         if self._login_after_wake() and not prompt.endswith("_debug>"):
             self._login()
 
-    def _probe(self, tries: int, what: str) -> Optional[str]:
-        """Send line ends until a prompt answers; return it, or None."""
+    def _probe(self, tries: int, what: str, wait: Optional[float] = None) -> Optional[str]:
+        """Send line ends until a prompt answers (each within ``wait``, default ``probe_wait``); return it, or None."""
         for _ in range(tries):
             self._discard_waiting(what)
             self._write(LINE_END, what)
-            data, found = self._read_until(lambda buf: _PROMPT_SEEN.search(buf) is not None, self.probe_wait, what)
+            data, found = self._read_until(lambda buf: _PROMPT_SEEN.search(buf) is not None,
+                                           self.probe_wait if wait is None else wait, what)
             if _NON_TEXT.search(data):
                 self._probe_garbage += len(data)
             if found:
@@ -262,14 +266,14 @@ class Console:
         if self.auto_baud and baud in CONSOLE_BAUDS and not self.is_open:
             self.baud = baud
 
-    def _probe_bauds(self, tries: int, what: str) -> Optional[str]:
+    def _probe_bauds(self, tries: int, what: str, wait: Optional[float] = None) -> Optional[str]:
         """``_probe`` at the current baud; with ``auto``, then once at each other baud consoles use.
 
         A console at another baud hears garbage and answers garbage (or
         nothing): only a prompt at the right baud is text.  Nothing found:
         back at the baud tried first.
         """
-        prompt = self._probe(tries, what)
+        prompt = self._probe(tries, what, wait)
         if prompt is not None or not self.auto_baud:
             return prompt
         first = self.baud
@@ -278,7 +282,7 @@ class Console:
                 continue
             self._set_baud(baud, what)
             # A second prompt confirms it: garbage at a wrong baud never looks like one twice in a row.
-            prompt = self._probe(1, what) and self._probe(1, what)
+            prompt = self._probe(1, what, wait) and self._probe(1, what, wait)
             if prompt is not None:
                 logger.info("%s: the console answers at %d baud", self.url, baud)
                 return prompt
