@@ -10,7 +10,7 @@ parsing       console tables and key:value blocks to typed records (pure)
 crosscheck    which values may be believed: two reads agree, pwr and bat agree, no impossible jump (pure)
 model         the records, in SI units
 derive        per-unit and bank figures (pure)
-charge_limits CVL / CCL / DCL and alarms for Victron DVCC (pure); charge_state keeps it across restarts
+charge        CVL / CCL / DCL and alarms for Victron DVCC (pure), and their state across restarts
 victron       dbus-mqtt-battery JSON payloads (pure) and the last word that stops charging
 homeassistant Home Assistant discovery and state payloads (pure)
 mqtt          the MQTT connections (paho-mqtt 1.6 and 2.x): the main one, and the Victron one with its last will

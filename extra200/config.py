@@ -99,7 +99,7 @@ class LoggingConfig:
 
 @dataclass(frozen=True)
 class ChargeConfig:
-    """Charge-control rules (charge_limits.py); the README section "Charge control" explains each.
+    """Charge-control rules (the charge package); the README section "Charge control" explains each.
 
     Voltages are per cell (the pack value is that x ``battery.num_cells``).
     A curve is text, ``"x:percent, x:percent, ..."`` with x rising, read as

@@ -35,8 +35,7 @@ from dataclasses import dataclass
 from typing import Any, Callable, Dict, List, Optional, Set
 
 from .baudmemory import remember_baud, remembered_baud
-from .charge_limits import ChargeController, ChargeLimits
-from .charge_state import ChargeStateFile
+from .charge import ChargeController, ChargeLimits, ChargeStateFile
 from .config import Config
 from .derive import BankSummary, summarize_bank
 from .database import DatabaseRecorder, spool_directory

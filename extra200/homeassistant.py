@@ -50,7 +50,7 @@ from typing import Any, Callable, Dict, Iterable, List, Optional, Sequence, Tupl
 import yaml
 
 from . import __version__
-from .charge_limits import ALARM_NAMES
+from .charge import ALARM_NAMES
 from .config import Config
 from .derive import BankSummary, Extreme, UnitSummary, time_to_empty, time_to_full
 from .energy import EMPTY_SNAPSHOT, EnergySnapshot, EnergyTotals, stored_energy_wh

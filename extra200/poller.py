@@ -33,7 +33,7 @@ import logging
 import time
 from typing import Callable, Dict, List, Optional, Sequence, Set, Tuple, TypeVar
 
-from .charge_limits import detail_signals_protection
+from .charge import detail_signals_protection
 from .config import BatteryConfig, SerialConfig
 from .crosscheck import JumpGuard, agreed, agreed_rows, table_contradiction, unknown_row, without_cell_extremes
 from .framing import Reply

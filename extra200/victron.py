@@ -51,7 +51,7 @@ Publish = Callable[[str, str, bool], bool]  # (topic, payload, is a last word) -
 
 
 class UnitLimitsLike(Protocol):
-    """One unit's own limits (``charge_limits.UnitLimits``)."""
+    """One unit's own limits (``charge.UnitLimits``)."""
 
     charge_current: float
     discharge_current: float
@@ -63,7 +63,7 @@ class UnitLimitsLike(Protocol):
 
 
 class Limits(Protocol):
-    """What the payload needs from the charge limits (``charge_limits.ChargeLimits``)."""
+    """What the payload needs from the charge limits (``charge.ChargeLimits``)."""
 
     charge_voltage: float
     charge_current: float

@@ -1,4 +1,4 @@
-"""Charge control (charge_limits.py): the rules poll by poll, six scenarios, and properties over random banks.
+"""Charge control (extra200/charge): the rules poll by poll, six scenarios, and properties over random banks.
 
 Banks are built by hand from the model records, the way the parser fills
 them; ``summarize_bank`` (derive.py) makes the summary as in the daemon.
@@ -15,7 +15,7 @@ import yaml
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from extra200.charge_limits import ALARM_NAMES, CELL_TABLE_MAX_AGE, ChargeController, ChargeLimits, Curve
+from extra200.charge import ALARM_NAMES, CELL_TABLE_MAX_AGE, ChargeController, ChargeLimits, Curve
 from extra200.config import BatteryConfig, ChargeConfig, ConfigError, parse_config
 from extra200.derive import summarize_bank
 from extra200.model import Bank, Battery, CellRow, CellTable, DeviceInfo, PowerDetail, PowerRow
@@ -1206,7 +1206,7 @@ def test_limits_after_a_restart_are_never_above_those_before(
 
 def test_the_state_file_round_trip(tmp_path: Any, caplog: pytest.LogCaptureFixture) -> None:
     """The daemon's side of finding 6: the state in <state_dir>/charge_state.json, its age from the wall clock."""
-    from extra200.charge_state import ChargeStateFile
+    from extra200.charge import ChargeStateFile
 
     ctl = controller(ChargeConfig(absorption_time=0.0))
     for i in range(3):
@@ -1235,7 +1235,7 @@ def test_a_stop_is_saved_at_once_so_a_crash_does_not_lift_it(tmp_path: Any) -> N
     """Finding 6: the state was written every state_save_interval, so a crash 25 s after a frost stop resumed the
     state from before it: CCL 0 -> 10 A and CVL 49.50 -> 51.75 V at once as the bank warmed.  A limit reaching
     (or leaving) 0 is saved at once, like a phase change."""
-    from extra200.charge_state import ChargeStateFile
+    from extra200.charge import ChargeStateFile
 
     ctl = controller()
     store = ChargeStateFile(str(tmp_path))

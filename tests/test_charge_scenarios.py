@@ -44,7 +44,7 @@ from typing import Any, Callable, Dict, Iterator, List, NamedTuple, Optional, Se
 import pytest
 
 from daemon_helpers import DaemonProcess, write_config
-from extra200.charge_limits import ChargeController
+from extra200.charge import ChargeController
 from extra200.config import BatteryConfig, ChargeConfig, SerialConfig
 from extra200.derive import summarize_bank
 from extra200.poller import BankReader

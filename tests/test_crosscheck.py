@@ -12,7 +12,7 @@ from typing import Any, Callable, Iterator, List, Tuple
 import pytest
 
 from extra200 import transport
-from extra200.charge_limits import ChargeController
+from extra200.charge import ChargeController
 from extra200.config import BatteryConfig, ChargeConfig, SerialConfig
 from extra200.crosscheck import JumpGuard, agreed, agreed_rows, row_key, table_contradiction
 from extra200.derive import summarize_bank

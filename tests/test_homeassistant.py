@@ -23,7 +23,7 @@ import pytest
 import yaml
 
 from conftest import ROOT
-from extra200.charge_limits import ALARM_NAMES
+from extra200.charge import ALARM_NAMES
 from extra200.config import Config, replace
 from extra200.derive import summarize_bank
 from extra200.energy import EnergySnapshot, EnergyTotals

@@ -17,10 +17,11 @@ import os
 import time
 from typing import Optional, Tuple
 
-from .charge_limits import ChargeController
-from .files import read_json, write_json_atomic
+from ..files import read_json, write_json_atomic
+from .controller import ChargeController
 
-logger = logging.getLogger(__name__)
+# The name the log lines carried before charge control became a package: the log format prints it.
+logger = logging.getLogger("extra200.charge_state")
 
 CHARGE_STATE_FILE = "charge_state.json"
 
