@@ -209,7 +209,7 @@ class ChargeConfig:
 
 @dataclass(frozen=True)
 class HomeAssistantConfig:
-    """Home Assistant MQTT discovery (homeassistant.py)."""
+    """Home Assistant MQTT discovery (homeassistant/)."""
 
     enabled: bool = True  # publish state and availability for Home Assistant
     discovery: bool = True  # announce the entities; false = states only, for homeassistant/pylon-batteries.yaml

@@ -1,4 +1,4 @@
-"""Home Assistant discovery, availability and state, through a real Mosquitto.
+"""Home Assistant discovery, availability and state, through a real Mosquitto (and in process, at the end).
 
 Every config and state is checked against the rules of
 ``home-assistant-discovery.md`` by ``discovery_problems`` / ``state_problems``
@@ -39,6 +39,7 @@ from extra200.homeassistant import (
     render_dashboard_yaml,
     render_manual_yaml,
 )
+from extra200.homeassistant.publisher import UNIT_IDENTITY_WAIT_POLLS
 from extra200.model import (
     Bank,
     Battery,
@@ -1162,3 +1163,304 @@ def test_no_component_key_changes_its_platform():
     binary = {e.key for e in entities if e.platform == "binary_sensor"}
     assert binary and not binary & EARLIER_SENSOR_KEYS
     assert {"charge_allowed", "discharge_allowed", "alarms", "cell_1_balancing"}.isdisjoint(e.key for e in entities)
+
+
+# ---------------------------------------------------------------------------
+# The publisher's decisions in process: its publish function, clock and timer injected (no broker)
+# ---------------------------------------------------------------------------
+
+class ManualTimer:
+    """A timer the test runs itself, when the world's clock passes its due time."""
+
+    def __init__(self, due: float, action: Callable[[], None]) -> None:
+        self.due = due
+        self.action = action
+        self.cancelled = False
+
+    def cancel(self) -> None:
+        self.cancelled = True
+
+
+class World:
+    """What a publisher sees of the world: a publish function that records, a clock, timers, Home Assistant."""
+
+    def __init__(self, tmp_path: Any, **ha_changes: Any) -> None:
+        self.messages: List[Tuple[str, str, int, bool]] = []
+        self.connected = True
+        self.now = 5000.0  # the publisher's (monotonic) clock
+        self.timers: List[ManualTimer] = []
+        self.handlers: Dict[str, Callable[[str, bytes], None]] = {}
+        self.state_dir = str(tmp_path / "state")
+        ha_changes.setdefault("bank_id", "pylontech")
+        self.config = replace(replace(Config(), "mqtt", topic_base="bb"), "homeassistant", discovery_prefix="hp",
+                              **ha_changes)
+
+    def publish(self, topic: str, payload: str, qos: int = 0, retain: bool = False) -> bool:
+        if self.connected:
+            self.messages.append((topic, payload, qos, retain))
+        return self.connected
+
+    def subscribe(self, topic: str, handler: Callable[[str, bytes], None]) -> None:
+        self.handlers[topic] = handler
+
+    def start_timer(self, delay: float, action: Callable[[], None]) -> ManualTimer:
+        timer = ManualTimer(self.now + delay, action)
+        self.timers.append(timer)
+        return timer
+
+    def publisher(self, **changes: Any) -> HomeAssistantPublisher:
+        config = self.config
+        for section, key in (("cells", "level"), ("battery", "addresses")):
+            if key in changes:
+                config = replace(config, section, **{key: changes[key]})
+        publisher = HomeAssistantPublisher(config, self.publish, self.subscribe, "bb/status", self.state_dir,
+                                           clock=lambda: self.now, start_timer=self.start_timer)
+        publisher.start()
+        return publisher
+
+    def advance(self, seconds: float) -> None:
+        """Time passes: the timers that come due run, in order (as the publisher's timer thread would)."""
+        self.now += seconds
+        while True:
+            due = [t for t in self.timers if not t.cancelled and t.due <= self.now]
+            if not due:
+                return
+            timer = min(due, key=lambda t: t.due)
+            self.timers.remove(timer)
+            timer.action()
+
+    def take(self) -> List[Tuple[str, str, int, bool]]:
+        """The messages since the last take."""
+        taken, self.messages = self.messages, []
+        return taken
+
+    def poll(self, publisher: HomeAssistantPublisher, bank: Bank, now: float = NOW,
+             limits: Optional[Limits] = None) -> int:
+        return publisher.update(bank, summarize_bank(bank), limits or Limits(), energy_for(bank), now)
+
+    def record(self) -> Dict[str, Any]:
+        with open(os.path.join(self.state_dir, "homeassistant.json")) as handle:
+            return json.load(handle)
+
+
+def topics(messages: List[Tuple[str, str, int, bool]], part: str = "") -> List[str]:
+    return [m[0] for m in messages if part in m[0]]
+
+
+def battery_config_topic(address: int) -> str:
+    return "hp/device/pylontech_PPTBH02400210%03d/config" % address
+
+
+def test_in_process_a_bank_is_announced_and_its_states_follow_a_second_later(tmp_path):
+    world = World(tmp_path)
+    publisher = world.publisher()
+    assert world.handlers.keys() == {"hp/status"}  # Home Assistant's birth messages
+    assert world.poll(publisher, bank_of(us3000c(1), us3000c(2))) == 6
+    sent = world.take()
+    configs = {m[0]: m for m in sent if m[0].endswith("/config")}
+    assert sorted(configs) == sorted(["hp/device/pylontech_bank/config", battery_config_topic(1),
+                                      battery_config_topic(2)])
+    assert all(qos == 1 and retain for _, _, qos, retain in configs.values())
+    seen: Dict[str, str] = {}
+    for topic, payload, _, _ in configs.values():
+        assert discovery_problems(topic, payload.encode(), "hp", "bb/status", seen) == []
+    assert sorted((m[0], m[1], m[3]) for m in sent if m[0].endswith("/availability")) == [
+        ("bb/homeassistant/%s/availability" % name, "online", True) for name in ("bank", "battery_1", "battery_2")]
+    assert topics(sent, "/state") == []  # held: Home Assistant is still subscribing to the new configs
+    world.advance(0.9)
+    assert world.take() == []
+    world.advance(0.2)
+    states = {m[0]: json.loads(m[1]) for m in world.take()}
+    assert sorted(states) == ["bb/homeassistant/%s/state" % n for n in ("bank", "battery_1", "battery_2")]
+    battery = json.loads(configs[battery_config_topic(1)][1])
+    assert state_problems(battery, states["bb/homeassistant/battery_1/state"]) == []
+    assert states["bb/homeassistant/battery_1/state"]["soc"] == 76.0
+    assert states["bb/homeassistant/bank/state"]["units_online"] == 2
+    # The next poll: nothing changed but the values, so one state per device at once and nothing else.
+    assert world.poll(publisher, bank_of(us3000c(1), us3000c(2, amps=-5.0)), now=NOW + 5) == 3
+    sent = world.take()
+    assert topics(sent) == ["bb/homeassistant/%s/state" % n for n in ("bank", "battery_1", "battery_2")]
+    assert json.loads(sent[2][1])["state"] == "Discharging" and all(not m[3] for m in sent)
+    assert sorted(world.record()["devices"]) == ["pylontech_PPTBH02400210001", "pylontech_PPTBH02400210002",
+                                                 "pylontech_bank"]
+    publisher.close()
+
+
+def test_in_process_a_battery_waits_for_its_identity_before_it_is_announced(tmp_path):
+    world = World(tmp_path)
+    publisher = world.publisher()
+    later = us3000c(2)
+    later.info_time = None
+    later.info = dataclasses.replace(later.info, barcode=None)  # info N not read yet
+    world.poll(publisher, bank_of(us3000c(1), later))
+    assert battery_config_topic(1) in topics(world.take())
+    for poll in range(1, 6):  # not announced by address, to be renamed by barcode a few polls later
+        world.poll(publisher, bank_of(us3000c(1), later), now=NOW + poll)
+        assert not any("battery_2" in t or "210002" in t for t in topics(world.take())), poll
+    world.poll(publisher, bank_of(us3000c(1), us3000c(2)), now=NOW + 6)  # its info is read: by barcode at once
+    assert battery_config_topic(2) in topics(world.take())
+    # A unit whose identity never comes is announced by address after UNIT_IDENTITY_WAIT_POLLS polls.
+    silent = us3000c(3, barcode=False)
+    silent.info_time = None
+    for poll in range(UNIT_IDENTITY_WAIT_POLLS):
+        world.poll(publisher, bank_of(us3000c(1), us3000c(2), silent), now=NOW + 10 + poll)
+        assert "hp/device/pylontech_battery_3/config" not in topics(world.take())
+    world.poll(publisher, bank_of(us3000c(1), us3000c(2), silent), now=NOW + 20)
+    assert "hp/device/pylontech_battery_3/config" in topics(world.take())
+    publisher.close()
+
+
+def test_in_process_a_gone_battery_goes_offline_then_is_removed(tmp_path):
+    world = World(tmp_path, remove_after=600.0)
+    publisher = world.publisher()
+    world.poll(publisher, bank_of(us3000c(1), us3000c(2), us3000c(3)))
+    world.advance(1.0)
+    world.take()
+    two = bank_of(us3000c(1), us3000c(2))
+    world.poll(publisher, two, now=NOW + 5)
+    sent = world.take()
+    assert ("bb/homeassistant/battery_3/availability", "offline", 1, True) in sent
+    assert battery_config_topic(3) not in topics(sent) and "bb/homeassistant/battery_3/state" not in topics(sent)
+    world.poll(publisher, two, now=NOW + 10)
+    assert topics(world.take()) == ["bb/homeassistant/%s/state" % n for n in ("bank", "battery_1", "battery_2")]
+    world.poll(publisher, two, now=NOW + 700)  # absent for longer than remove_after
+    sent = world.take()
+    assert (battery_config_topic(3), "", 1, True) in sent
+    assert "pylontech_PPTBH02400210003" not in world.record()["devices"]
+    world.poll(publisher, two, now=NOW + 705)
+    assert battery_config_topic(3) not in topics(world.take())  # removed once
+    publisher.close()
+    # After a restart, an old record alone is not enough: one poll's glitch never removes a device,
+    # and a device that is back starts counting its absent polls again.
+    world.take()
+    again = world.publisher()
+    one = bank_of(us3000c(1))
+    world.poll(again, one, now=NOW + 2000)
+    assert battery_config_topic(2) not in topics(world.take())
+    world.poll(again, two, now=NOW + 2005)
+    world.poll(again, one, now=NOW + 3000)
+    world.poll(again, one, now=NOW + 3005)
+    assert (battery_config_topic(2), "", 1, True) not in world.take()
+    world.poll(again, one, now=NOW + 3010)
+    assert (battery_config_topic(2), "", 1, True) in world.take()
+    again.close()
+
+
+def test_in_process_a_configured_silent_battery_stays_and_one_taken_out_is_removed(tmp_path):
+    world = World(tmp_path)
+    publisher = world.publisher(addresses=(1, 2))
+    world.poll(publisher, bank_of(us3000c(1), us3000c(2)))
+    world.poll(publisher, bank_of(us3000c(1), missing=(2,)), now=NOW + 10 ** 6)
+    sent = world.take()
+    assert battery_config_topic(2) in topics(sent)  # its announcement only
+    assert ("bb/homeassistant/battery_2/availability", "offline", 1, True) in sent
+    assert [m for m in sent if m[0] == battery_config_topic(2) and m[1] == ""] == []
+    publisher.close()
+    smaller = world.publisher(addresses=(1,))
+    world.poll(smaller, bank_of(us3000c(1)), now=NOW + 10 ** 6 + 60)
+    assert (battery_config_topic(2), "", 1, True) in world.take()
+    smaller.close()
+
+
+def test_in_process_changed_components_are_migrated_on_their_platform(tmp_path):
+    world = World(tmp_path)
+    os.makedirs(world.state_dir)
+    old = {"version": 1, "bank_id": "pylontech", "devices": {  # an older version's text sensors
+        "pylontech_bank": {"topic": "hp/device/pylontech_bank/config", "address": None, "barcode": None,
+                           "components": ["voltage", "charge_allowed", "alarms"], "removed": [], "last_seen": NOW}}}
+    with open(os.path.join(world.state_dir, "homeassistant.json"), "w") as handle:
+        json.dump(old, handle)
+    publisher = world.publisher(level="high")
+    world.poll(publisher, bank_of(us3000c(1)))
+    sent = {m[0]: json.loads(m[1]) for m in world.take() if m[0].endswith("/config")}
+    bank = sent["hp/device/pylontech_bank/config"]["cmps"]
+    assert bank["charge_allowed"] == {"p": "sensor"} and bank["alarms"] == {"p": "sensor"}
+    assert bank["charging_allowed"]["p"] == "binary_sensor" and bank["voltage"]["p"] == "sensor"
+    high = sent[battery_config_topic(1)]["cmps"]
+    assert high["cell_3_balancer"]["p"] == "binary_sensor" and "cell_3_temperature" in high
+    world.advance(1.0)
+    publisher.close()
+    world.take()
+    # The cell level is lowered: the battery's per-cell extras are reduced, each on its own platform.
+    lower = world.publisher(level="low")
+    world.poll(lower, bank_of(us3000c(1)), now=NOW + 60)
+    sent = world.take()
+    low = json.loads(dict((m[0], m[1]) for m in sent)[battery_config_topic(1)])["cmps"]
+    assert low["cell_3_balancer"] == {"p": "binary_sensor"} and low["cell_3_temperature"] == {"p": "sensor"}
+    assert "uniq_id" in low["cell_3_voltage"] and "uniq_id" in low["voltage"]
+    assert sorted(world.record()["devices"]["pylontech_PPTBH02400210001"]["removed"]) == sorted(
+        k for k, v in low.items() if set(v) == {"p"})
+    assert topics(sent, "/state") == []  # held after the new config
+    world.advance(1.0)
+    state = json.loads(dict((m[0], m[1]) for m in world.take())["bb/homeassistant/battery_1/state"])
+    assert "cell_3_temperature" not in state and state["cell_3_voltage"] == 3.339  # 3.337 + 0.002
+    # The reduced config is not sent again while nothing changes.
+    world.poll(lower, bank_of(us3000c(1)), now=NOW + 65)
+    assert topics(world.take(), "/config") == []
+    lower.close()
+
+
+def test_in_process_a_changed_discovery_prefix_empties_the_old_topics(tmp_path):
+    world = World(tmp_path)
+    first = world.publisher()
+    world.poll(first, bank_of(us3000c(1)))
+    first.close()
+    world.take()
+    world.config = replace(world.config, "homeassistant", discovery_prefix="hp2")
+    second = world.publisher()
+    world.poll(second, bank_of(us3000c(1)), now=NOW + 60)
+    sent = [(m[0], m[1] == "") for m in world.take() if m[0].endswith("/config")]
+    assert sorted(sent) == sorted([("hp/device/pylontech_bank/config", True), (battery_config_topic(1), True),
+                                   ("hp2/device/pylontech_bank/config", False),
+                                   ("hp2/device/pylontech_PPTBH02400210001/config", False)])
+    assert sent.index((battery_config_topic(1), True)) < sent.index(
+        ("hp2/device/pylontech_PPTBH02400210001/config", False))
+    second.close()
+
+
+def test_in_process_home_assistant_online_resends_configs_availability_then_states(tmp_path):
+    world = World(tmp_path)
+    publisher = world.publisher()
+    world.poll(publisher, bank_of(us3000c(1), us3000c(2)))
+    world.advance(1.0)
+    first = world.take()
+    configs = sorted((m for m in first if m[0].endswith("/config")), key=lambda m: m[0])
+    availability = sorted(m for m in first if m[0].endswith("/availability"))
+    states = {m[0]: m[1] for m in first if m[0].endswith("/state")}
+    world.handlers["hp/status"]("hp/status", b"offline")
+    world.advance(5.0)
+    assert world.take() == []  # offline changes nothing
+    world.handlers["hp/status"]("hp/status", b"online")
+    assert world.take() == []  # paho's thread only notes it; the timer does the work
+    world.advance(1.0)
+    sent = world.take()
+    assert sent == configs + availability  # the same payloads, configs first
+    world.advance(1.0)  # the states come a second after the configs, the latest of each device
+    assert sorted(world.take()) == sorted((t, p, 0, False) for t, p in states.items())
+    # Home Assistant comes online while the broker is away: sent once it is back, at the next poll.
+    world.connected = False
+    world.handlers["hp/status"]("hp/status", b"online")
+    world.advance(1.0)
+    world.connected = True
+    world.poll(publisher, bank_of(us3000c(1), us3000c(2)), now=NOW + 10)
+    sent = world.take()
+    assert [m for m in sent if m[0].endswith("/config")] == configs
+    assert topics(sent, "/state") == []  # held behind the configs just re-sent
+    world.advance(1.0)
+    assert len(topics(world.take(), "/state")) == 3
+    publisher.close()
+
+
+def test_in_process_a_resend_never_revives_states_older_than_expire_after(tmp_path):
+    world = World(tmp_path)
+    publisher = world.publisher()
+    world.poll(publisher, bank_of(us3000c(1)))
+    world.advance(1.0)
+    world.take()
+    world.advance(publisher.expire_after + 1.0)  # polling stopped: Home Assistant shows them unavailable
+    world.handlers["hp/status"]("hp/status", b"online")
+    for _ in range(5):  # past the re-sent configs' second
+        world.advance(1.0)
+    sent = world.take()
+    assert len(topics(sent, "/config")) == 2 and topics(sent, "/state") == []
+    publisher.close()
