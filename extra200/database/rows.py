@@ -142,7 +142,6 @@ def _table_entry(table: Table, rows: List[Dict[str, Any]]) -> Dict[str, Any]:
     return {"columns": [c.name for c in table.columns], "rows": [_clip(table, r) for r in rows]}
 
 
-
 def recorded_units(bank: Bank) -> List[Battery]:
     """The units with a ``pwr`` row this poll (absent slots too: their row says so), by address."""
     return [b for _, b in sorted(bank.batteries.items()) if b.row is not None]
