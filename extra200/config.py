@@ -234,7 +234,7 @@ class DatabaseTlsConfig:
 
 @dataclass(frozen=True)
 class DatabaseConfig:
-    """Optional MariaDB / MySQL recording (database.py)."""
+    """Optional MariaDB / MySQL recording (database/)."""
 
     enabled: bool = False
     host: str = "localhost"

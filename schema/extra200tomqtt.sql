@@ -5,7 +5,7 @@
 --   mariadb -u root -p -e "CREATE DATABASE extra200tomqtt; CREATE USER 'extra200'@'%' IDENTIFIED BY '...';
 --     GRANT ALL ON extra200tomqtt.* TO 'extra200'@'%';"
 --   mariadb -u extra200 -p extra200tomqtt < schema/extra200tomqtt.sql
--- Times are UTC.  Generated from extra200/database.py (schema_sql); edit that, not this.
+-- Times are UTC.  Generated from extra200/database/schema.py (schema_sql); edit that, not this.
 
 CREATE TABLE IF NOT EXISTS `battery_readings` (
   `id` BIGINT UNSIGNED NOT NULL AUTO_INCREMENT,
