@@ -112,8 +112,14 @@ def scenario(baud: int, units: int, cells: int, firmware: str = "us2000c-b67") -
         "latency": LATENCY,
         "units": units,
         "clock": "2025-06-01 12:00:00",
-        "defaults": {"cells": cells, "current": -3.2, "soc": 80, "cell_voltage": 3.318, "cell_offsets": offsets,
-                     "stats": {"cycles": 212, "soh": 98}},
+        "defaults": {
+            "cells": cells,
+            "current": -3.2,
+            "soc": 80,
+            "cell_voltage": 3.318,
+            "cell_offsets": offsets,
+            "stats": {"cycles": 212, "soh": 98},
+        },
     }
 
 
@@ -264,22 +270,23 @@ def split_cycles(wire: Wire, messages: Sequence[Tuple[float, str]], baud: int, c
         # the next cycle's first reply: nothing it publishes can arrive before that
         boundary = min((c[1] for c in later if c[2] > 64), default=float("inf"))
         sent = [t for t, _ in messages if start <= t < boundary]
-        cycles.append(Cycle(
-            start=start,
-            commands=[c for t, c in commands if start <= t < following],
-            console_bytes=sum(c[2] for c in mine),
-            wire=sum(c[2] for c in mine) * BITS_PER_BYTE / float(baud),
-            end=max(sent) if sent else max(c[1] for c in mine),
-            messages=len(sent),
-        ))
+        cycles.append(
+            Cycle(
+                start=start,
+                commands=[c for t, c in commands if start <= t < following],
+                console_bytes=sum(c[2] for c in mine),
+                wire=sum(c[2] for c in mine) * BITS_PER_BYTE / float(baud),
+                end=max(sent) if sent else max(c[1] for c in mine),
+                messages=len(sent),
+            )
+        )
     return cycles
 
 
 def broker_connections(broker: Mosquitto, since_line: int, client_id: Optional[str]) -> int:
     with open(os.path.join(broker.dir, "mosquitto.log")) as handle:
         lines = handle.readlines()[since_line:]
-    return sum(1 for line in lines if "New client connected" in line
-               and (client_id is None or " as %s " % client_id in line))
+    return sum(1 for line in lines if "New client connected" in line and (client_id is None or " as %s " % client_id in line))
 
 
 def broker_log_lines(broker: Mosquitto) -> int:
@@ -290,22 +297,46 @@ def broker_log_lines(broker: Mosquitto) -> int:
         return 0
 
 
-def run_case(baud: int, units: int, cells: int, duration: float, reading_freq: float, command: Optional[str],
-             label: str, cycle_command: str = "pwr", link: Optional[str] = None, idle: bool = False,
-             bank_topic: Optional[str] = TOPIC_BASE + "/pylon", firmware: str = "us2000c-b67") -> Run:
+def run_case(
+    baud: int,
+    units: int,
+    cells: int,
+    duration: float,
+    reading_freq: float,
+    command: Optional[str],
+    label: str,
+    cycle_command: str = "pwr",
+    link: Optional[str] = None,
+    idle: bool = False,
+    bank_topic: Optional[str] = TOPIC_BASE + "/pylon",
+    firmware: str = "us2000c-b67",
+) -> Run:
     """One program (the daemon, or ``command``) against a fresh broker and simulated bank, for ``duration``
     seconds of steady polling."""
     broker = Mosquitto().start()
     try:
-        return _measure(broker, baud, units, cells, duration, reading_freq, command, label, cycle_command, link, idle,
-                        bank_topic, firmware)
+        return _measure(
+            broker, baud, units, cells, duration, reading_freq, command, label, cycle_command, link, idle, bank_topic, firmware
+        )
     finally:
         broker.close()
 
 
-def _measure(broker: Mosquitto, baud: int, units: int, cells: int, duration: float, reading_freq: float,
-             command: Optional[str], label: str, cycle_command: str, link: Optional[str], idle: bool,
-             bank_topic: Optional[str], firmware: str) -> Run:
+def _measure(
+    broker: Mosquitto,
+    baud: int,
+    units: int,
+    cells: int,
+    duration: float,
+    reading_freq: float,
+    command: Optional[str],
+    label: str,
+    cycle_command: str,
+    link: Optional[str],
+    idle: bool,
+    bank_topic: Optional[str],
+    firmware: str,
+) -> Run:
     sim = PtySimulator(scenario(baud, units, cells, firmware), link=link)
     sim.start()
     wire = instrument(sim)
@@ -317,7 +348,9 @@ def _measure(broker: Mosquitto, baud: int, units: int, cells: int, duration: flo
     if command is None:
         client_id = "bench-%s-%d-%d-%d" % (label, baud, units, cells)
         config = write_config(
-            work, broker.port, TOPIC_BASE,
+            work,
+            broker.port,
+            TOPIC_BASE,
             mqtt={"client_id": client_id, "keepalive": 30},
             serial={"baud": baud, "reading_freq": reading_freq, "command_timeout": 10, "stale_after": 60},
             # the cell count is left to the console (auto); the baud is set, as after the first start remembers it
@@ -360,8 +393,7 @@ def _measure(broker: Mosquitto, baud: int, units: int, cells: int, duration: flo
     run.messages = len(messages)
     run.connections = broker_connections(broker, log_start, client_id)  # the recorder connected before log_start
     run.window = (window_start, window_end)
-    run.cycles = [c for c in split_cycles(wire, messages, baud, cycle_command)
-                  if window_start <= c.start and c.end <= window_end]
+    run.cycles = [c for c in split_cycles(wire, messages, baud, cycle_command) if window_start <= c.start and c.end <= window_end]
     if run.cycles:
         first_start, last_end = run.cycles[0].start, run.cycles[-1].end
         run.cpu_window = sampler.cpu_at(last_end) - sampler.cpu_at(first_start)
@@ -388,8 +420,12 @@ def summary(run: Run) -> Dict[str, Any]:
     ratios = [c.wall / c.limit for c in steady if c.limit > 0]
     n = len(steady)
     return {
-        "label": run.label, "baud": run.baud, "units": run.units, "cells": run.cells,
-        "cycles": len(run.cycles), "steady_cycles": n,
+        "label": run.label,
+        "baud": run.baud,
+        "units": run.units,
+        "cells": run.cells,
+        "cycles": len(run.cycles),
+        "steady_cycles": n,
         "cycle_kind": steady[0].kind if steady else None,
         "console_bytes": round(statistics.mean(c.console_bytes for c in steady)) if n else None,
         "wall_ms": round(statistics.median(walls) * 1000, 1) if n else None,
@@ -411,19 +447,30 @@ def summary(run: Run) -> Dict[str, Any]:
 
 
 COLUMNS = [
-    ("label", "program"), ("baud", "baud"), ("units", "units"), ("cells", "cells"),
-    ("steady_cycles", "cycles"), ("console_bytes", "bytes/cycle"), ("wall_ms", "wall ms"),
-    ("wall_p95_ms", "p95 ms"), ("limit_ms", "wire+lat ms"), ("ratio", "ratio"), ("ratio_max", "max ratio"),
-    ("cpu_ms_per_cycle", "CPU ms/cycle"), ("peak_rss_mb", "peak RSS MB"), ("mqtt_connections", "MQTT conns"),
-    ("messages_per_cycle", "msgs/cycle"), ("first_message_s", "1st msg s"), ("first_bank_s", "1st bank s"),
+    ("label", "program"),
+    ("baud", "baud"),
+    ("units", "units"),
+    ("cells", "cells"),
+    ("steady_cycles", "cycles"),
+    ("console_bytes", "bytes/cycle"),
+    ("wall_ms", "wall ms"),
+    ("wall_p95_ms", "p95 ms"),
+    ("limit_ms", "wire+lat ms"),
+    ("ratio", "ratio"),
+    ("ratio_max", "max ratio"),
+    ("cpu_ms_per_cycle", "CPU ms/cycle"),
+    ("peak_rss_mb", "peak RSS MB"),
+    ("mqtt_connections", "MQTT conns"),
+    ("messages_per_cycle", "msgs/cycle"),
+    ("first_message_s", "1st msg s"),
+    ("first_bank_s", "1st bank s"),
 ]
 
 
 def markdown(rows: Sequence[Dict[str, Any]]) -> str:
     head = "| " + " | ".join(title for _, title in COLUMNS) + " |"
     rule = "|" + "|".join("---" for _ in COLUMNS) + "|"
-    body = ["| " + " | ".join("" if row.get(key) is None else str(row[key]) for key, _ in COLUMNS) + " |"
-            for row in rows]
+    body = ["| " + " | ".join("" if row.get(key) is None else str(row[key]) for key, _ in COLUMNS) + " |" for row in rows]
     return "\n".join([head, rule] + body)
 
 
@@ -437,30 +484,37 @@ def machine() -> str:
                     break
     except OSError:
         pass
-    return "%s, %d CPUs, Linux %s, Python %s" % (model, os.cpu_count() or 0, os.uname().release,
-                                                  sys.version.split()[0])
+    return "%s, %d CPUs, Linux %s, Python %s" % (model, os.cpu_count() or 0, os.uname().release, sys.version.split()[0])
 
 
 def main(argv: Optional[Sequence[str]] = None) -> int:
-    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0],
-                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0], formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--quick", action="store_true", help="fewer cases and shorter windows (about 3 minutes)")
     parser.add_argument("--duration", type=float, help="seconds of steady polling measured per case (default 20)")
     parser.add_argument("--bauds", default="115200,19200")
     parser.add_argument("--units", help="bank sizes (default 1,4,8,16)")
     parser.add_argument("--cells", help="cells per unit (default 15,16)")
-    parser.add_argument("--reading-freq", type=float, default=0.5,
-                        help="serial.reading_freq of the daemon: small, so polls run back to back (default 0.5)")
-    parser.add_argument("--idle-freq", type=float, default=5.0,
-                        help="serial.reading_freq of the idle run (the shipped default, 5 s)")
-    parser.add_argument("--compare", metavar="CMD",
-                        help="also run CMD against the same simulated console ({tty}, {mqtt_host}, {mqtt_port})")
-    parser.add_argument("--compare-cycle-command", default="pwr",
-                        help="the command that starts a poll cycle of CMD (default pwr)")
-    parser.add_argument("--compare-bank-topic", metavar="TOPIC",
-                        help="CMD's bank topic, for its time to the first bank message")
-    parser.add_argument("--firmware", default="us2000c-b67",
-                        help="the simulated console's firmware preset (extra2000: no pwr table, asleep, login)")
+    parser.add_argument(
+        "--reading-freq",
+        type=float,
+        default=0.5,
+        help="serial.reading_freq of the daemon: small, so polls run back to back (default 0.5)",
+    )
+    parser.add_argument(
+        "--idle-freq", type=float, default=5.0, help="serial.reading_freq of the idle run (the shipped default, 5 s)"
+    )
+    parser.add_argument(
+        "--compare", metavar="CMD", help="also run CMD against the same simulated console ({tty}, {mqtt_host}, {mqtt_port})"
+    )
+    parser.add_argument(
+        "--compare-cycle-command", default="pwr", help="the command that starts a poll cycle of CMD (default pwr)"
+    )
+    parser.add_argument("--compare-bank-topic", metavar="TOPIC", help="CMD's bank topic, for its time to the first bank message")
+    parser.add_argument(
+        "--firmware",
+        default="us2000c-b67",
+        help="the simulated console's firmware preset (extra2000: no pwr table, asleep, login)",
+    )
     parser.add_argument("--link", help="a fixed symlink to the simulated console, for CMD ({tty} becomes it)")
     parser.add_argument("--json", metavar="FILE", help="write every figure as JSON")
     args = parser.parse_args(argv)
@@ -480,11 +534,19 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
                     sys.stderr.write("%s: %d baud, %d units, %d cells ...\n" % (label, baud, count, cell_count))
                     compared = command is not None
                     own_cycle = "pwr 1" if args.firmware == "extra2000" else "pwr"  # no pwr table: pwr N per unit
-                    run = run_case(baud, count, cell_count, duration, args.reading_freq, command, label,
-                                   args.compare_cycle_command if compared else own_cycle,
-                                   link=args.link if compared else None,
-                                   bank_topic=args.compare_bank_topic if compared else TOPIC_BASE + "/pylon",
-                                   firmware=args.firmware)
+                    run = run_case(
+                        baud,
+                        count,
+                        cell_count,
+                        duration,
+                        args.reading_freq,
+                        command,
+                        label,
+                        args.compare_cycle_command if compared else own_cycle,
+                        link=args.link if compared else None,
+                        bank_topic=args.compare_bank_topic if compared else TOPIC_BASE + "/pylon",
+                        firmware=args.firmware,
+                    )
                     rows.append(summary(run))
                     sys.stderr.write("  %s\n" % json.dumps(rows[-1]))
     sys.stderr.write("idle run: 115200 baud, 4 units, reading_freq %.0f s ...\n" % args.idle_freq)
@@ -493,16 +555,22 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     sys.stderr.write("  %s\n" % json.dumps(idle_row))
 
     print("Machine: %s" % machine())
-    print("Steady cycles: `pwr` only (cells every %s s by default); reading_freq %.1f s; %.0f s per case.\n"
-          % ("60", args.reading_freq, duration))
+    print(
+        "Steady cycles: `pwr` only (cells every %s s by default); reading_freq %.1f s; %.0f s per case.\n"
+        % ("60", args.reading_freq, duration)
+    )
     print(markdown(rows))
-    print("\nIdle between polls (reading_freq %.0f s, %.0f s idle measured): %s ms CPU per second; "
-          "CPU tick %d ms." % (args.idle_freq, idle_row["idle_seconds"], idle_row["idle_cpu_ms_per_s"],
-                               1000 // CLOCK_TICK))
+    print(
+        "\nIdle between polls (reading_freq %.0f s, %.0f s idle measured): %s ms CPU per second; "
+        "CPU tick %d ms." % (args.idle_freq, idle_row["idle_seconds"], idle_row["idle_cpu_ms_per_s"], 1000 // CLOCK_TICK)
+    )
     if args.json:
         with open(args.json, "w") as handle:
-            json.dump({"machine": machine(), "duration": duration, "reading_freq": args.reading_freq,
-                       "cases": rows, "idle": idle_row}, handle, indent=2)
+            json.dump(
+                {"machine": machine(), "duration": duration, "reading_freq": args.reading_freq, "cases": rows, "idle": idle_row},
+                handle,
+                indent=2,
+            )
     return 0
 
 

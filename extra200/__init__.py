@@ -22,4 +22,3 @@ simulator     a Pylontech console emulator (pyserial URL pylonsim://, or a pseud
 """
 
 __version__ = "2.0.0"
-

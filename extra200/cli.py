@@ -31,28 +31,32 @@ def _parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="extra200tomqtt.py",
         description="Read a Pylontech / Pytes battery console and publish it to MQTT "
-                    "(Victron dbus-mqtt-battery, Home Assistant).",
+        "(Victron dbus-mqtt-battery, Home Assistant).",
     )
     parser.add_argument("--version", action="version", version="extra200tomqtt %s" % __version__)
     parser.add_argument("--config", help="configuration file (default: config.yaml beside the program)")
-    parser.add_argument("--port", help="serial port or URL, overrides serial.port "
-                        "(/dev/ttyUSB0, socket://host:port, rfc2217://host:port, pylonsim://)")
+    parser.add_argument(
+        "--port",
+        help="serial port or URL, overrides serial.port (/dev/ttyUSB0, socket://host:port, rfc2217://host:port, pylonsim://)",
+    )
     parser.add_argument("--log-file", help="log file, overrides logging.file_path (env EXTRA200_LOG_FILE)")
     parser.add_argument("--state-dir", help="persistent data directory, overrides state_dir (env EXTRA200_STATE_DIR)")
-    parser.add_argument("--once", action="store_true",
-                        help="poll once, print the payloads as JSON and exit (0 when every expected unit answered)")
-    parser.add_argument("--dry-run", action="store_true",
-                        help="run without MQTT, printing every Victron message to standard output instead")
+    parser.add_argument(
+        "--once", action="store_true", help="poll once, print the payloads as JSON and exit (0 when every expected unit answered)"
+    )
+    parser.add_argument(
+        "--dry-run", action="store_true", help="run without MQTT, printing every Victron message to standard output instead"
+    )
     sub = parser.add_subparsers(dest="command")
-    sub.add_parser("simulate", add_help=False,
-                   help="run the built-in battery simulator on a pseudo-terminal (simulate --help)")
+    sub.add_parser("simulate", add_help=False, help="run the built-in battery simulator on a pseudo-terminal (simulate --help)")
     yaml_cmd = sub.add_parser("homeassistant-yaml", help="print Home Assistant manual MQTT sensor YAML")
     yaml_cmd.add_argument("--batteries", type=int, default=3)
     yaml_cmd.add_argument("--cells", type=int, default=15)
     yaml_cmd.add_argument("--level", default="low", choices=["off", "low", "medium", "high"])
     yaml_cmd.add_argument("--dashboard", action="store_true", help="print the dashboard (Lovelace YAML) instead")
-    yaml_cmd.add_argument("--bank-id", default="",
-                          help="default: homeassistant.bank_id, else the one the daemon uses (state_dir), else pylontech")
+    yaml_cmd.add_argument(
+        "--bank-id", default="", help="default: homeassistant.bank_id, else the one the daemon uses (state_dir), else pylontech"
+    )
     sub.add_parser("check-config", help="validate the configuration file and exit")
     return parser
 
@@ -70,9 +74,12 @@ def setup_logging(config: Config, log_file: Optional[str]) -> None:
             directory = os.path.dirname(os.path.abspath(log_file))
             os.makedirs(directory, exist_ok=True)
             handler = ReportingFileHandler(
-                log_file, lambda message: sys.stderr.write("extra200tomqtt: %s\n" % message),
+                log_file,
+                lambda message: sys.stderr.write("extra200tomqtt: %s\n" % message),
                 maxBytes=config.logging.file_max_size_kb * 1024,
-                backupCount=config.logging.file_max_files, encoding="utf-8", delay=False,
+                backupCount=config.logging.file_max_files,
+                encoding="utf-8",
+                delay=False,
             )
         except OSError as exc:
             logger.warning("cannot write the log file %s (%s); logging to standard error only", log_file, exc)
@@ -141,15 +148,21 @@ def main(argv: Optional[List[str]] = None) -> int:
             render_manual_yaml,
         )
 
-        bank_id = (args.bank_id or config.homeassistant.bank_id or recorded_bank_id(config.state_dir)
-                   or DEFAULT_BANK_ID)
+        bank_id = args.bank_id or config.homeassistant.bank_id or recorded_bank_id(config.state_dir) or DEFAULT_BANK_ID
         if args.dashboard:
             sys.stdout.write(render_dashboard_yaml(args.batteries, bank_id, args.cells))
             return EXIT_OK
-        sys.stdout.write(render_manual_yaml(
-            batteries=args.batteries, cells_per_battery=args.cells, level=args.level,
-            topic_base=config.mqtt.topic_base, bank_id=bank_id,
-            bank_name=config.homeassistant.bank_name or DEFAULT_BANK_NAME, expire_after=expire_after_for(config)))
+        sys.stdout.write(
+            render_manual_yaml(
+                batteries=args.batteries,
+                cells_per_battery=args.cells,
+                level=args.level,
+                topic_base=config.mqtt.topic_base,
+                bank_id=bank_id,
+                bank_name=config.homeassistant.bank_name or DEFAULT_BANK_NAME,
+                expire_after=expire_after_for(config),
+            )
+        )
         return EXIT_OK
 
     # Command line and environment win over the file (start.sh points the log at its RAM disk).

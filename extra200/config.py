@@ -169,7 +169,7 @@ class ChargeConfig:
                 raise ValueError("values must rise from point to point, got %s after %s" % (x_text, points[-1][0]))
             points.append((x, pct))
         if len(points) < 2:
-            raise ValueError("needs at least two points, like \"3.40:100, 3.55:0\"")
+            raise ValueError('needs at least two points, like "3.40:100, 3.55:0"')
         return tuple(points)
 
     @staticmethod
@@ -197,11 +197,16 @@ class ChargeConfig:
             elif shape == "rising":
                 bad = any(step < 0 for step in steps)
             else:  # once falling, never rising again
-                bad = any(later > 0 for i, step in enumerate(steps) if step < 0 for later in steps[i + 1:])
+                bad = any(later > 0 for i, step in enumerate(steps) if step < 0 for later in steps[i + 1 :])
             if bad:
                 return "percent must %s from point to point, got %r" % (
-                    {"falling": "fall or stay", "rising": "rise or stay",
-                     "window": "rise, then fall (never rise again after falling)"}[shape], text)
+                    {
+                        "falling": "fall or stay",
+                        "rising": "rise or stay",
+                        "window": "rise, then fall (never rise again after falling)",
+                    }[shape],
+                    text,
+                )
             return None
 
         return check
@@ -524,27 +529,34 @@ def _relations(config: Config) -> List[str]:
     if not config.mqtt.broker.strip():
         problems.append("mqtt.broker: must name the broker's host (it is empty)")
     if any(c in config.mqtt.topic_base for c in "#+") or not config.mqtt.topic_base.strip("/ "):
-        problems.append("mqtt.topic_base: must be a plain topic without the wildcards # and +, got %r"
-                        % config.mqtt.topic_base)
+        problems.append("mqtt.topic_base: must be a plain topic without the wildcards # and +, got %r" % config.mqtt.topic_base)
     if config.mqtt.tls.enabled and config.mqtt.tls.ca_file and not os.path.isfile(config.mqtt.tls.ca_file):
         problems.append("mqtt.tls.ca_file: no such file: %s" % config.mqtt.tls.ca_file)
     if not config.serial.port.strip():
         problems.append("serial.port: must name the serial port (it is empty)")
     elif config.serial.port.strip().lower().startswith("pylonsim:"):
         # A simulator left in a file would publish invented values to a real GX: only --port may choose it.
-        problems.append("serial.port: %r is the built-in simulator, which only the command line may select "
-                        "(--port pylonsim://); name the battery's real port here" % config.serial.port)
+        problems.append(
+            "serial.port: %r is the built-in simulator, which only the command line may select "
+            "(--port pylonsim://); name the battery's real port here" % config.serial.port
+        )
     if not config.state_dir.strip():
         problems.append("state_dir: must name a directory for persistent data (it is empty)")
     if config.serial.stale_after < config.serial.reading_freq:
-        problems.append("serial.stale_after: %s s is shorter than serial.reading_freq %s s: the data would count "
-                        "as stale between any two polls" % (config.serial.stale_after, config.serial.reading_freq))
+        problems.append(
+            "serial.stale_after: %s s is shorter than serial.reading_freq %s s: the data would count "
+            "as stale between any two polls" % (config.serial.stale_after, config.serial.reading_freq)
+        )
     if config.charge.float_cell_voltage > config.charge.bulk_cell_voltage:
-        problems.append("charge.float_cell_voltage: %.3f V is above charge.bulk_cell_voltage %.3f V"
-                        % (config.charge.float_cell_voltage, config.charge.bulk_cell_voltage))
+        problems.append(
+            "charge.float_cell_voltage: %.3f V is above charge.bulk_cell_voltage %.3f V"
+            % (config.charge.float_cell_voltage, config.charge.bulk_cell_voltage)
+        )
     if config.charge.low_soc_alarm > config.charge.low_soc_warning:
-        problems.append("charge.low_soc_alarm: %s %% is above charge.low_soc_warning %s %%"
-                        % (config.charge.low_soc_alarm, config.charge.low_soc_warning))
+        problems.append(
+            "charge.low_soc_alarm: %s %% is above charge.low_soc_warning %s %%"
+            % (config.charge.low_soc_alarm, config.charge.low_soc_warning)
+        )
     return problems
 
 
@@ -568,8 +580,11 @@ class _UniqueKeyLoader(yaml.SafeLoader):
             key = self.construct_object(key_node, deep=deep)
             if key in seen:
                 raise yaml.constructor.ConstructorError(
-                    None, None, "the key %r is written twice (lines %d and %d)"
-                    % (key, seen[key], key_node.start_mark.line + 1), key_node.start_mark)
+                    None,
+                    None,
+                    "the key %r is written twice (lines %d and %d)" % (key, seen[key], key_node.start_mark.line + 1),
+                    key_node.start_mark,
+                )
             seen[key] = key_node.start_mark.line + 1
         return super().construct_mapping(node, deep=deep)
 

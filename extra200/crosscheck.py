@@ -57,11 +57,26 @@ def row_key(row: PowerRow) -> PowerRow:
 # move the current and the voltages at once; temperatures and SoC barely move).  A digit corrupted beyond
 # these is caught; one within them is as harmless as the movement itself.  By record type and field.
 _MOVES: Dict[str, Dict[str, float]] = {
-    "PowerRow": {"voltage": 2.0, "current": 100.0, "temperature": 2.0, "cell_temp_low": 2.0, "cell_temp_high": 2.0,
-                 "cell_voltage_low": 0.1, "cell_voltage_high": 0.1, "soc": 2.0, "mos_temperature": 2.0},
+    "PowerRow": {
+        "voltage": 2.0,
+        "current": 100.0,
+        "temperature": 2.0,
+        "cell_temp_low": 2.0,
+        "cell_temp_high": 2.0,
+        "cell_voltage_low": 0.1,
+        "cell_voltage_high": 0.1,
+        "soc": 2.0,
+        "mos_temperature": 2.0,
+    },
     "CellRow": {"voltage": 0.1, "current": 100.0, "temperature": 2.0, "soc": 2.0, "coulomb": 2.0},
-    "PowerDetail": {"voltage": 2.0, "current": 100.0, "temperature": 2.0, "soc": 2.0, "max_voltage": 2.0,
-                    "remaining_capacity": 2.0},
+    "PowerDetail": {
+        "voltage": 2.0,
+        "current": 100.0,
+        "temperature": 2.0,
+        "soc": 2.0,
+        "max_voltage": 2.0,
+        "remaining_capacity": 2.0,
+    },
 }
 # Which cell is the extreme (and the unit's clock) may change between two reads as the values move.
 _FOLLOWS_MOVES = {"cell_voltage_low_id", "cell_voltage_high_id", "cell_temp_low_id", "cell_temp_high_id", "time"}
@@ -143,10 +158,14 @@ def table_contradiction(row: PowerRow, table: Optional[CellTable]) -> Optional[s
     if row.cell_voltage_low is not None and row.cell_voltage_high is not None and None not in volts:
         known = [v for v in volts if v is not None]
         low, high = min(known), max(known)
-        if abs(row.cell_voltage_low - low) > CELL_VOLTAGE_TOLERANCE or \
-                abs(row.cell_voltage_high - high) > CELL_VOLTAGE_TOLERANCE:
+        if abs(row.cell_voltage_low - low) > CELL_VOLTAGE_TOLERANCE or abs(row.cell_voltage_high - high) > CELL_VOLTAGE_TOLERANCE:
             return "pwr shows cells %.3f-%.3f V, bat %d shows %.3f-%.3f V" % (
-                row.cell_voltage_low, row.cell_voltage_high, row.address, low, high)
+                row.cell_voltage_low,
+                row.cell_voltage_high,
+                row.address,
+                low,
+                high,
+            )
     return None
 
 
@@ -205,8 +224,12 @@ class JumpGuard:
             limit = self._limit(name, seconds)
             last = self._accepted.get(key)
             pending = self._held.pop(key, None)
-            if last is None or abs(value - last) <= limit or (pending is not None and abs(value - pending) <= limit) \
-                    or _table_shows(table, name, value):
+            if (
+                last is None
+                or abs(value - last) <= limit
+                or (pending is not None and abs(value - pending) <= limit)
+                or _table_shows(table, name, value)
+            ):
                 self._accepted[key] = value
                 continue
             self._held[key] = value
@@ -215,8 +238,9 @@ class JumpGuard:
         if held:
             row = dataclasses.replace(row, **held)
             if "cell_temp_low" in held or "cell_temp_high" in held:
-                row = dataclasses.replace(row, cell_temp_low=None, cell_temp_high=None,
-                                          cell_temp_low_id=None, cell_temp_high_id=None)
+                row = dataclasses.replace(
+                    row, cell_temp_low=None, cell_temp_high=None, cell_temp_low_id=None, cell_temp_high_id=None
+                )
         return row, notes
 
     def forget(self, address: int) -> None:

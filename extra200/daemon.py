@@ -78,9 +78,12 @@ def _limits_text(limits: Optional[ChargeLimits]) -> Optional[Dict[str, Any]]:
         return None
     return {
         "mode": limits.mode,
-        "charge_voltage": limits.charge_voltage, "voltage_reason": limits.voltage_reason,
-        "charge_current": limits.charge_current, "charge_reason": limits.charge_reason,
-        "discharge_current": limits.discharge_current, "discharge_reason": limits.discharge_reason,
+        "charge_voltage": limits.charge_voltage,
+        "voltage_reason": limits.voltage_reason,
+        "charge_current": limits.charge_current,
+        "charge_reason": limits.charge_reason,
+        "discharge_current": limits.discharge_current,
+        "discharge_reason": limits.discharge_reason,
     }
 
 
@@ -139,8 +142,7 @@ class Daemon:
     # -- set-up --------------------------------------------------------------
     def start_outputs(self) -> None:
         if self.config.database.enabled:
-            self.database = DatabaseRecorder(self.config.database, spool_directory(self.config),
-                                             self.config.cells.level)
+            self.database = DatabaseRecorder(self.config.database, spool_directory(self.config), self.config.cells.level)
             self.database.start()
         mqtt = self.config.mqtt
         if self.dry_run:
@@ -152,13 +154,19 @@ class Daemon:
             return
         self.link = MqttLink(mqtt, self.config.client_id)
         self.victron_link = MqttLink(mqtt, self.config.client_id + "-victron", availability=False)
-        self.victron = VictronPublisher(self._publish_victron, mqtt.topic_base, mqtt.per_battery_topics,
-                                        set_will=self.victron_link.set_will)
+        self.victron = VictronPublisher(
+            self._publish_victron, mqtt.topic_base, mqtt.per_battery_topics, set_will=self.victron_link.set_will
+        )
         self.victron_link.start()
         if self.config.homeassistant.enabled:
-            self.ha = HomeAssistantPublisher(self.config, self.link.publish, self.link.subscribe,
-                                             self.link.availability_topic, self.state_dir,
-                                             event_text=self._event_text)
+            self.ha = HomeAssistantPublisher(
+                self.config,
+                self.link.publish,
+                self.link.subscribe,
+                self.link.availability_topic,
+                self.state_dir,
+                event_text=self._event_text,
+            )
             self.link.add_connect_hook(self.ha.on_connect)
             self.ha.start()
         self.link.start()
@@ -181,8 +189,9 @@ class Daemon:
         if self.victron is not None:
             if self.victron_link is not None:
                 self.victron_link.wait_connected(1.0)  # a last-will renewal may be reconnecting just now
-            self._guarded("Victron", self.victron.last_word, "extra200tomqtt stopped", time.monotonic(),
-                          self._discharge_without_data())
+            self._guarded(
+                "Victron", self.victron.last_word, "extra200tomqtt stopped", time.monotonic(), self._discharge_without_data()
+            )
         if self.ha is not None:
             self.ha.close()
         self.energy.save()
@@ -240,8 +249,7 @@ class Daemon:
         try:
             remember_baud(self.state_dir, self.port, baud)
         except OSError as exc:
-            logger.warning("cannot remember the console baud in %s (%s); the next start detects it again",
-                           self.state_dir, exc)
+            logger.warning("cannot remember the console baud in %s (%s); the next start detects it again", self.state_dir, exc)
         self._baud_kept = baud
 
     def _note_open_failure(self, message: str) -> None:
@@ -299,9 +307,10 @@ class Daemon:
         if not stacks:
             return False
         unit = stacks[0]
-        self.last_error = ("battery %d is a high-voltage stack (%s V, %s cells), not a 48 V bank: not supported, "
-                           "nothing is published" % (unit.address, unit.row.voltage if unit.row else "?",
-                                                     unit.cell_count or "?"))
+        self.last_error = (
+            "battery %d is a high-voltage stack (%s V, %s cells), not a 48 V bank: not supported, "
+            "nothing is published" % (unit.address, unit.row.voltage if unit.row else "?", unit.cell_count or "?")
+        )
         if not self._high_voltage_logged:
             logger.error("%s", self.last_error)
             self._high_voltage_logged = True
@@ -353,8 +362,11 @@ class Daemon:
 
     def _announce_staleness(self, stale: bool) -> None:
         if stale:
-            logger.warning("no good data for %.0f s: telling the GX to stop charging, marking the bank offline "
-                           "(%s)", self.config.serial.stale_after, self.last_error or "no reply")
+            logger.warning(
+                "no good data for %.0f s: telling the GX to stop charging, marking the bank offline (%s)",
+                self.config.serial.stale_after,
+                self.last_error or "no reply",
+            )
             self._say_last_word()
         else:
             logger.info("fresh data again: bank online")
@@ -365,8 +377,7 @@ class Daemon:
         """While stale: the Victron topics say "stop charging" (again only when the word changes)."""
         if self.victron is not None:
             reason = "no data from the battery console for %.0f s" % self.config.serial.stale_after
-            self._guarded("Victron", self.victron.last_word, reason, time.monotonic(),
-                          self._discharge_without_data())
+            self._guarded("Victron", self.victron.last_word, reason, time.monotonic(), self._discharge_without_data())
 
     def publish(self, outcome: PollOutcome) -> None:
         """Hand one poll's results to every output, Victron first; a failing output never stops the others."""
@@ -376,11 +387,19 @@ class Daemon:
                 now = time.monotonic()
                 if not self.stale and now - outcome.now <= self.config.serial.stale_after:
                     # the one-per-second rule counts from the moment of sending, not the poll's start
-                    self._guarded("Victron", self.victron.update, outcome.summary, outcome.limits,
-                                  len(outcome.bank.missing), self._cells_per_battery(outcome.bank), now,
-                                  self.energy.snapshot())
-        self._guarded("charge state", self.charge_state.save_if_due, self.controller, outcome.wall_time,
-                      self.config.state_save_interval)
+                    self._guarded(
+                        "Victron",
+                        self.victron.update,
+                        outcome.summary,
+                        outcome.limits,
+                        len(outcome.bank.missing),
+                        self._cells_per_battery(outcome.bank),
+                        now,
+                        self.energy.snapshot(),
+                    )
+        self._guarded(
+            "charge state", self.charge_state.save_if_due, self.controller, outcome.wall_time, self.config.state_save_interval
+        )
         changes = []
         if self.events is not None:
             changes = self._guarded("events", self.events.update, outcome.bank, outcome.wall_time) or []
@@ -389,17 +408,31 @@ class Daemon:
         if self.status_file is not None:
             self._guarded("status file", self._write_status, outcome)
         if self.ha is not None:
-            self._guarded("Home Assistant", self.ha.update, outcome.bank, outcome.summary, outcome.limits,
-                          self.energy.snapshot(), outcome.wall_time)
+            self._guarded(
+                "Home Assistant",
+                self.ha.update,
+                outcome.bank,
+                outcome.summary,
+                outcome.limits,
+                self.energy.snapshot(),
+                outcome.wall_time,
+            )
 
     def _update_energy(self, outcome: PollOutcome) -> None:
         self.energy.update(outcome.summary, outcome.wall_time, bank=outcome.bank)
         self.energy.save_if_due(outcome.wall_time, self.config.state_save_interval)
 
     def _write_status(self, outcome: PollOutcome) -> None:
-        self.status_file.write(build_status(outcome.bank, outcome.summary, outcome.limits,
-                                            self.stats.as_dict(time.monotonic()), self.config.cells.level,
-                                            self.events))
+        self.status_file.write(
+            build_status(
+                outcome.bank,
+                outcome.summary,
+                outcome.limits,
+                self.stats.as_dict(time.monotonic()),
+                self.config.cells.level,
+                self.events,
+            )
+        )
 
     def _guarded(self, name: str, action: Callable[..., Any], *args: Any) -> Any:
         """Run one output; a bug in it is logged (with its traceback, once) instead of ending the daemon."""
@@ -418,15 +451,17 @@ class Daemon:
     def diagnostics(self, now: float) -> Dict[str, Any]:
         """The loop's health, for the retained ``<topic_base>/diagnostics`` message."""
         document = self.stats.as_dict(now, self.events.counts() if self.events is not None else None)
-        document.update({
-            "port": self.port,
-            "broker": self.link.broker if self.link is not None else None,
-            "stale": self.stale,
-            "last_error": self.last_error or None,
-            "messages_sent": self.link.messages_sent if self.link is not None else 0,
-            "mqtt_connections": self.link.connections if self.link is not None else 0,
-            "charge_control": _limits_text(self.last_limits),
-        })
+        document.update(
+            {
+                "port": self.port,
+                "broker": self.link.broker if self.link is not None else None,
+                "stale": self.stale,
+                "last_error": self.last_error or None,
+                "messages_sent": self.link.messages_sent if self.link is not None else 0,
+                "mqtt_connections": self.link.connections if self.link is not None else 0,
+                "charge_control": _limits_text(self.last_limits),
+            }
+        )
         if self.database is not None:
             document["database"] = self.database.state()
         return document
@@ -437,22 +472,28 @@ class Daemon:
         return "%s; %s; batteries %s; %d messages sent; last error: %s" % (
             "stale" if self.stale else "polling %s" % self.port,
             ("MQTT %s %s" % ("connected to" if self.link.connected else "waiting for", self.link.broker))
-            if self.link is not None else "MQTT off",
-            ",".join(str(a) for a in units) or "none", self.link.messages_sent if self.link is not None else 0,
-            self.last_error or "none")
+            if self.link is not None
+            else "MQTT off",
+            ",".join(str(a) for a in units) or "none",
+            self.link.messages_sent if self.link is not None else 0,
+            self.last_error or "none",
+        )
 
     def _report(self, now: float) -> None:
         """Diagnostics: systemd's status line every poll, retained on MQTT once a minute, the log once an hour."""
         notify_status(self.status_line())
         if self.link is not None and (self._diagnostics_sent is None or now - self._diagnostics_sent >= 60):
             topic = "%s/diagnostics" % self.config.mqtt.topic_base
-            if self.link.publish(topic, json.dumps(self.diagnostics(now), sort_keys=True, default=str), qos=1,
-                                 retain=True):
+            if self.link.publish(topic, json.dumps(self.diagnostics(now), sort_keys=True, default=str), qos=1, retain=True):
                 self._diagnostics_sent = now
         if self.stats.should_log(now, 3600):
-            logger.info("status: %s; MQTT %s, %d messages sent; last error: %s", self.stats.summary(now),
-                        "connected" if self.link is not None and self.link.connected else "not connected",
-                        self.link.messages_sent if self.link is not None else 0, self.last_error or "none")
+            logger.info(
+                "status: %s; MQTT %s, %d messages sent; last error: %s",
+                self.stats.summary(now),
+                "connected" if self.link is not None and self.link.connected else "not connected",
+                self.link.messages_sent if self.link is not None else 0,
+                self.last_error or "none",
+            )
 
     def _cells_per_battery(self, bank: Bank) -> Optional[int]:
         counts = [b.cell_count for b in bank.present() if b.cell_count]
@@ -465,8 +506,12 @@ class Daemon:
         self.energy.load()
         self.charge_state.load(self.controller)
         self.start_outputs()
-        logger.info("polling %s every %.1f s; MQTT %s", self.port, self.config.serial.reading_freq,
-                    self.link.broker if self.link else "off")
+        logger.info(
+            "polling %s every %.1f s; MQTT %s",
+            self.port,
+            self.config.serial.reading_freq,
+            self.link.broker if self.link else "off",
+        )
         watcher = threading.Thread(target=self._watch_staleness, args=(stop,), name="staleness", daemon=True)
         watcher.start()
         try:
@@ -503,7 +548,6 @@ class Daemon:
             unit_json = unit_payload(unit, outcome.limits)
             if unit_json is not None:
                 batteries.append(unit_json)
-        logger.info("units present: %s; missing: %s", [u.address for u in outcome.summary.units],
-                    list(bank.missing) or "none")
+        logger.info("units present: %s; missing: %s", [u.address for u in outcome.summary.units], list(bank.missing) or "none")
         self.once_complete = bank.complete and payload is not None
         return {"bank": payload, "batteries": batteries}

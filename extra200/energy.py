@@ -107,8 +107,13 @@ class _Counter:
 
     __slots__ = ("charged_wh", "discharged_wh", "last_time", "last_power")
 
-    def __init__(self, charged_wh: float = 0.0, discharged_wh: float = 0.0,
-                 last_time: Optional[float] = None, last_power: Optional[float] = None) -> None:
+    def __init__(
+        self,
+        charged_wh: float = 0.0,
+        discharged_wh: float = 0.0,
+        last_time: Optional[float] = None,
+        last_power: Optional[float] = None,
+    ) -> None:
         self.charged_wh = charged_wh
         self.discharged_wh = discharged_wh
         self.last_time = last_time
@@ -139,8 +144,12 @@ class _Counter:
         return EnergyTotals(round(self.charged_wh / 1000.0, 6), round(self.discharged_wh / 1000.0, 6))
 
     def to_json(self) -> Dict[str, Any]:
-        return {"charged_wh": self.charged_wh, "discharged_wh": self.discharged_wh,
-                "time": self.last_time, "power": self.last_power}
+        return {
+            "charged_wh": self.charged_wh,
+            "discharged_wh": self.discharged_wh,
+            "time": self.last_time,
+            "power": self.last_power,
+        }
 
     @classmethod
     def from_json(cls, data: Mapping[str, Any]) -> "_Counter":
@@ -148,8 +157,9 @@ class _Counter:
             value = data.get(name)
             return float(value) if isinstance(value, (int, float)) and not isinstance(value, bool) else None
 
-        return cls(max(number("charged_wh") or 0.0, 0.0), max(number("discharged_wh") or 0.0, 0.0),
-                   number("time"), number("power"))
+        return cls(
+            max(number("charged_wh") or 0.0, 0.0), max(number("discharged_wh") or 0.0, 0.0), number("time"), number("power")
+        )
 
 
 def unit_key(address: int, barcode: Optional[str]) -> str:
@@ -213,8 +223,7 @@ class EnergyCounters:
                 write_json_atomic(self.path, data)
             except OSError as exc:
                 if not self._failing:
-                    logger.warning("energy counters: cannot write %s (%s); keeping them in memory and retrying",
-                                   self.path, exc)
+                    logger.warning("energy counters: cannot write %s (%s); keeping them in memory and retrying", self.path, exc)
                     self._failing = True
                 return False
             if self._failing:
@@ -272,8 +281,7 @@ class EnergyCounters:
     def snapshot(self) -> EnergySnapshot:
         with self._lock:
             bank = self._counters.get(BANK_KEY)
-            units = {address: self._counters[key].totals() for address, key in self._keys.items()
-                     if key in self._counters}
+            units = {address: self._counters[key].totals() for address, key in self._keys.items() if key in self._counters}
             return EnergySnapshot(bank=bank.totals() if bank is not None else None, units=units)
 
     def totals(self, key: str) -> Optional[EnergyTotals]:

@@ -421,8 +421,6 @@ def _parse_bit(raw: Any) -> Optional[int]:
     return value
 
 
-
-
 class EventMonitor:
     """Tracks every unit's events from poll to poll and writes the events log."""
 
@@ -450,8 +448,12 @@ class EventMonitor:
             except OSError as exc:
                 logger.error("cannot create %s for the events log: %s", directory, exc)
             self._handler = ReportingFileHandler(
-                log_path, lambda message: logger.error("events log: %s; events are still tracked", message),
-                maxBytes=max_bytes, backupCount=backups, encoding="utf-8", delay=True,
+                log_path,
+                lambda message: logger.error("events log: %s; events are still tracked", message),
+                maxBytes=max_bytes,
+                backupCount=backups,
+                encoding="utf-8",
+                delay=True,
             )
             self._handler.setFormatter(logging.Formatter("%(message)s"))
 
@@ -518,8 +520,7 @@ class EventMonitor:
     def active(self) -> Dict[int, List[Event]]:
         """Each unit's events now, warnings first."""
         return {
-            address: sorted(_flatten(sources), key=lambda e: -_RANK[e.level])
-            for address, sources in sorted(self._active.items())
+            address: sorted(_flatten(sources), key=lambda e: -_RANK[e.level]) for address, sources in sorted(self._active.items())
         }
 
     def active_text(self, address: int, level: str = WARNING) -> str:

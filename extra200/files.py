@@ -106,5 +106,4 @@ class ReportingFileHandler(logging.handlers.RotatingFileHandler):
         self._last_error = time.monotonic()
         if not self.failing:
             self.failing = True
-            self._report("cannot write the log file %s (disk full or gone); going on without it"
-                         % self.baseFilename)
+            self._report("cannot write the log file %s (disk full or gone); going on without it" % self.baseFilename)

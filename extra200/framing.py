@@ -104,7 +104,7 @@ class ReplyAssembler:
             if match is None or match.end() == len(buf):
                 # The last line end may still grow (\r\r then \n), so wait for more.
                 break
-            line = bytes(buf[self._pos:match.start()])
+            line = bytes(buf[self._pos : match.start()])
             self._pos = match.end()
             self._page_pending_at = None
             self._on_line(line)
@@ -113,20 +113,16 @@ class ReplyAssembler:
         end = match.start() if match is not None else len(buf)
         if end - self._pos > _MAX_LINE:
             # Handle it as a line now rather than rescanning it on every feed.
-            line = bytes(buf[self._pos:end])
+            line = bytes(buf[self._pos : end])
             self._pos = end
             self._on_line(line)
             return
-        self._on_partial(bytes(buf[self._pos:end]))
+        self._on_partial(bytes(buf[self._pos : end]))
 
     @property
     def needs_continue(self) -> bool:
         """A page prompt is waiting for Enter (the transport sends "\\r")."""
-        return (
-            not self._complete
-            and self._page_pending_at is not None
-            and self._page_pending_at != self._page_answered_at
-        )
+        return not self._complete and self._page_pending_at is not None and self._page_pending_at != self._page_answered_at
 
     def continue_sent(self) -> None:
         self._page_answered_at = self._page_pending_at
@@ -179,7 +175,7 @@ class ReplyAssembler:
             return False
         # The echo starts a line or follows a prompt ("pylon>pwr", ">pylon_debug>getpwr")
         # or line noise the console echoed; never the tail of a longer word ("bat 11").
-        return len(text) == len(want) or not _WORD_CHAR.match(text[-len(want) - 1:-len(want)])
+        return len(text) == len(want) or not _WORD_CHAR.match(text[-len(want) - 1 : -len(want)])
 
     def _on_line_before_echo(self, line: bytes) -> None:
         """Skip noise, piled prompts and the tail of an earlier reply."""
@@ -198,8 +194,8 @@ class ReplyAssembler:
                 return
             self._pre_end_marker = False
         cut = text.rfind(b">")
-        if cut > 0 and text[cut + 1:].strip() and _PROMPT.search(text[:cut + 1]):
-            self._pre_foreign_echo = text[cut + 1:].strip()
+        if cut > 0 and text[cut + 1 :].strip() and _PROMPT.search(text[: cut + 1]):
+            self._pre_foreign_echo = text[cut + 1 :].strip()
 
     def _pre_frame_ended(self, prompt: bytes) -> None:
         """A "$$" + prompt arrived before our echo."""

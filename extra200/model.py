@@ -212,6 +212,9 @@ class Bank:
 
     def high_voltage_units(self) -> List[Battery]:
         """Present units that are high-voltage stacks (Force H: hundreds of volts, dozens of cells), not 48 V packs."""
-        return [b for b in self.present()
-                if (b.row is not None and b.row.voltage is not None and b.row.voltage > LV_PACK_MAX_VOLTAGE)
-                or (b.cell_count or 0) > LV_MAX_CELLS]
+        return [
+            b
+            for b in self.present()
+            if (b.row is not None and b.row.voltage is not None and b.row.voltage > LV_PACK_MAX_VOLTAGE)
+            or (b.cell_count or 0) > LV_MAX_CELLS
+        ]

@@ -64,8 +64,7 @@ SESSION_EXPIRY = 10
 def _make_client(client_id: str, mqtt5: bool) -> "paho.Client":
     protocol = paho.MQTTv5 if mqtt5 else paho.MQTTv311
     if _PAHO2:
-        return paho.Client(callback_api_version=paho.CallbackAPIVersion.VERSION2, client_id=client_id,
-                           protocol=protocol)
+        return paho.Client(callback_api_version=paho.CallbackAPIVersion.VERSION2, client_id=client_id, protocol=protocol)
     return paho.Client(client_id=client_id, protocol=protocol)
 
 
@@ -159,9 +158,13 @@ class MqttLink:
 
     def _connect(self, client: "paho.Client") -> None:
         if self._mqtt5:
-            client.connect_async(self._config.broker, self._config.port, keepalive=self._config.keepalive,
-                                 clean_start=True,
-                                 properties=_properties(PacketTypes.CONNECT, SessionExpiryInterval=SESSION_EXPIRY))
+            client.connect_async(
+                self._config.broker,
+                self._config.port,
+                keepalive=self._config.keepalive,
+                clean_start=True,
+                properties=_properties(PacketTypes.CONNECT, SessionExpiryInterval=SESSION_EXPIRY),
+            )
         else:
             client.connect_async(self._config.broker, self._config.port, keepalive=self._config.keepalive)
 
@@ -250,8 +253,7 @@ class MqttLink:
     def wait_connected(self, timeout: float) -> bool:
         return self._connected.wait(timeout)
 
-    def publish(self, topic: str, payload: Union[str, bytes], qos: int = 0, retain: bool = False,
-                wait: float = 0.0) -> bool:
+    def publish(self, topic: str, payload: Union[str, bytes], qos: int = 0, retain: bool = False, wait: float = 0.0) -> bool:
         """Send one message; False (and nothing queued) when not connected.
 
         ``wait`` > 0: also wait up to that many seconds until it has left (qos 0) or the
@@ -279,9 +281,12 @@ class MqttLink:
     def _on_connect(self, client: "paho.Client", userdata: Any, flags: Any, reason: Any, *rest: Any) -> None:
         code = _reason_value(reason)
         if code in _UNSUPPORTED_PROTOCOL and self._mqtt5:
-            logger.warning("MQTT: %s does not speak MQTT 5; the Victron link falls back to MQTT 3.1.1, whose "
-                           "last will cannot be delayed (the driver may miss it when it comes in the same second "
-                           "as the last data)", self.broker)
+            logger.warning(
+                "MQTT: %s does not speak MQTT 5; the Victron link falls back to MQTT 3.1.1, whose "
+                "last will cannot be delayed (the driver may miss it when it comes in the same second "
+                "as the last data)",
+                self.broker,
+            )
             self._mqtt5 = False
             threading.Thread(target=self._relaunch, name="mqtt-fallback", daemon=True).start()
             return
@@ -319,8 +324,9 @@ class MqttLink:
         reason = args[1] if _PAHO2 and len(args) >= 2 else (args[0] if args else None)
         code = _reason_value(reason)
         if code != 0 and was_connected and not self._down_logged:
-            self._report("MQTT: lost the connection to %s (%s); reconnecting in the background",
-                           self.broker, _describe(reason, code))
+            self._report(
+                "MQTT: lost the connection to %s (%s); reconnecting in the background", self.broker, _describe(reason, code)
+            )
             self._down_logged = True
 
     def _on_connect_fail(self, client: "paho.Client", userdata: Any) -> None:

@@ -102,8 +102,24 @@ LV_CELL_COUNTS = (15, 16)
 # newer one; US3000D firmware (cell-index columns, no SysAlarm.St) lists present units only.
 PWR_SLOTS = (8, 16)
 MAX_UNITS = 16
-_OLD_PWR_HEADER = ("Power", "Volt", "Curr", "Tempr", "Tlow", "Thigh", "Vlow", "Vhigh", "Base.St", "Volt.St",
-                   "Curr.St", "Temp.St", "Coulomb", "Time", "B.V.St", "B.T.St")
+_OLD_PWR_HEADER = (
+    "Power",
+    "Volt",
+    "Curr",
+    "Tempr",
+    "Tlow",
+    "Thigh",
+    "Vlow",
+    "Vhigh",
+    "Base.St",
+    "Volt.St",
+    "Curr.St",
+    "Temp.St",
+    "Coulomb",
+    "Time",
+    "B.V.St",
+    "B.T.St",
+)
 BAUD_RATES = frozenset((1200, 2400, 4800, 9600, 19200, 38400, 57600, 115200, 230400))
 
 # State words seen in captures and documentation.  Other words are accepted
@@ -111,24 +127,86 @@ BAUD_RATES = frozenset((1200, 2400, 4800, 9600, 19200, 38400, 57600, 115200, 230
 # which is what a dropped or garbled character makes of a known word.
 # Protection and model names are checked for lost characters only (a new
 # model may well differ from a known one in one letter).
-STATE_WORDS = frozenset((
-    "Normal", "High", "Low", "Charge", "Dischg", "Idle", "Balance", "SysError",
-    "Full", "Abnormal", "ON", "OFF",
-))
+STATE_WORDS = frozenset(
+    (
+        "Normal",
+        "High",
+        "Low",
+        "Charge",
+        "Dischg",
+        "Idle",
+        "Balance",
+        "SysError",
+        "Full",
+        "Abnormal",
+        "ON",
+        "OFF",
+    )
+)
 
 # ``Protect ENA`` names (``pwr N``); Pytes V5 prints its own lists, kept in extra.
-PROTECTION_NAMES = frozenset((
-    "BOV", "BHV", "BLV", "BUV", "POV", "PHV", "PLV", "PUV", "CBOT", "CBHT", "CBLT", "CBUT",
-    "DBOT", "DBHT", "DBLT", "DBUT", "POT", "PHT", "PLT", "PUT", "COC", "COC2", "COCA", "DOCA",
-    "DOC", "DOC2", "SC", "LCOUL",
-))
+PROTECTION_NAMES = frozenset(
+    (
+        "BOV",
+        "BHV",
+        "BLV",
+        "BUV",
+        "POV",
+        "PHV",
+        "PLV",
+        "PUV",
+        "CBOT",
+        "CBHT",
+        "CBLT",
+        "CBUT",
+        "DBOT",
+        "DBHT",
+        "DBLT",
+        "DBUT",
+        "POT",
+        "PHT",
+        "PLT",
+        "PUT",
+        "COC",
+        "COC2",
+        "COCA",
+        "DOCA",
+        "DOC",
+        "DOC2",
+        "SC",
+        "LCOUL",
+    )
+)
 # ``info`` identity words.
 MANUFACTURERS = frozenset(("Pylon", "PYTES"))
-DEVICE_NAMES = frozenset((
-    "US2000", "US2000B", "US2000C", "US2KBPL", "US3000", "US3000A", "US3000B", "US3000C", "US3000D",
-    "US5000", "US5000B", "US5000C", "UP2500", "UP5000", "E-BOX-4850P", "E-BOX-48100V-D",
-    "E-BOX-48100R", "Force_H1", "Force_H2", "Force_L1", "Force_L2", "CMU", "CMU_A", "BMU",
-))
+DEVICE_NAMES = frozenset(
+    (
+        "US2000",
+        "US2000B",
+        "US2000C",
+        "US2KBPL",
+        "US3000",
+        "US3000A",
+        "US3000B",
+        "US3000C",
+        "US3000D",
+        "US5000",
+        "US5000B",
+        "US5000C",
+        "UP2500",
+        "UP5000",
+        "E-BOX-4850P",
+        "E-BOX-48100V-D",
+        "E-BOX-48100R",
+        "Force_H1",
+        "Force_H2",
+        "Force_L1",
+        "Force_L2",
+        "CMU",
+        "CMU_A",
+        "BMU",
+    )
+)
 
 # Messages of a rejected command (there is no completion line then).
 _ERROR_PREFIXES = (
@@ -196,7 +274,7 @@ def _echoed_args(lines: Sequence[str], before: int, command: str) -> Optional[Li
         stripped = lines[index].strip()
         if not stripped or stripped == "@" or set(stripped) <= {"-"}:
             continue
-        words = stripped[stripped.rfind(">") + 1:].split()
+        words = stripped[stripped.rfind(">") + 1 :].split()
         if words and words[0] == command:
             return words[1:]
         return None
@@ -292,7 +370,7 @@ def _one_edit_apart(a: str, b: str) -> bool:
     i = 0
     while i < len(short) and short[i] == long_[i]:
         i += 1
-    return short[i:] == long_[i + 1:]
+    return short[i:] == long_[i + 1 :]
 
 
 def _lost_characters(word: str, known: str) -> bool:
@@ -449,8 +527,7 @@ class _Spec:
 
     __slots__ = ("fields", "read", "loose", "low", "back")
 
-    def __init__(self, fields: Tuple[Optional[str], ...], read: Reader, loose: bool = False,
-                 low: int = 0, back: int = 0) -> None:
+    def __init__(self, fields: Tuple[Optional[str], ...], read: Reader, loose: bool = False, low: int = 0, back: int = 0) -> None:
         self.fields = fields
         self.read = read
         self.loose = loose
@@ -458,8 +535,7 @@ class _Spec:
         self.back = back
 
 
-def _single(field: Optional[str], convert: Callable[[str], object], loose: bool = False,
-            low: int = 0, back: int = 0) -> _Spec:
+def _single(field: Optional[str], convert: Callable[[str], object], loose: bool = False, low: int = 0, back: int = 0) -> _Spec:
     def read(row: _Row) -> Tuple[object, ...]:
         return (convert(row.take()),)
 
@@ -649,7 +725,7 @@ def _check_distinct_fields(columns: Sequence[_Column], where: str) -> None:
     that lost its D reads "Temp. State" next to "CTemp. State".
     """
     for i, column in enumerate(columns):
-        for other in columns[i + 1:]:
+        for other in columns[i + 1 :]:
             if abs(len(column.name) - len(other.name)) == 1 and _one_edit_apart(column.name, other.name):
                 raise ParseError("%s: columns %r and %r in one header" % (where, column.name, other.name))
     seen = {}  # type: Dict[str, str]
@@ -703,8 +779,7 @@ def _read_row(line: str, columns: Sequence[_Column]) -> Tuple[Dict[str, object],
             loose, first_loose = True, row.next
         misplaced = (offset < spec.low or offset < previous - spec.back) if loose else offset != 0
         if misplaced:
-            raise _Bad("column %s starts %d character(s) off its header (dropped character?)"
-                       % (column.name, offset))
+            raise _Bad("column %s starts %d character(s) off its header (dropped character?)" % (column.name, offset))
         previous = offset
         first = row.next
         try:
@@ -713,7 +788,7 @@ def _read_row(line: str, columns: Sequence[_Column]) -> Tuple[Dict[str, object],
             raise _Bad("column %s: %s" % (column.name, exc)) from None
         for field, value in zip(spec.fields, values):
             if field == _EXTRA:
-                extra[column.name] = " ".join(token for _, token in row.tokens[first:row.next])
+                extra[column.name] = " ".join(token for _, token in row.tokens[first : row.next])
             elif field is not None:
                 fields[field] = value
     if row.next != len(row.tokens):
@@ -734,8 +809,10 @@ def _check_loose_spacing(rows: Sequence[Tuple[int, List[Span]]], what: str) -> N
         starts = {spans[pair + 1][0] - spans[pair][0] for _, spans in rows}
         ends = {spans[pair + 1][1] - spans[pair][1] for _, spans in rows}
         if len(starts) > 1 and len(ends) > 1:
-            raise ParseError("%s: the right-hand values of lines %d-%d are not spaced alike "
-                             "(dropped character?)" % (what, rows[0][0] + 1, rows[-1][0] + 1))
+            raise ParseError(
+                "%s: the right-hand values of lines %d-%d are not spaced alike "
+                "(dropped character?)" % (what, rows[0][0] + 1, rows[-1][0] + 1)
+            )
 
 
 def _is_pwr_header(words: List[str]) -> bool:
@@ -790,8 +867,9 @@ def _check_hv_voltage(lines: Sequence[str], header: int, rows: Sequence[PowerRow
             except _Bad as exc:
                 raise ParseError("%s line %d: Bat Volt: %s" % (what, index + 1, exc)) from None
             if rows and rows[0].voltage is not None and abs(rows[0].voltage - volts) > 0.05 * volts:  # type: ignore
-                raise ParseError("%s: system row voltage %g V does not fit Bat Volt %g V (dropped digit?)"
-                                 % (what, rows[0].voltage, volts))
+                raise ParseError(
+                    "%s: system row voltage %g V does not fit Bat Volt %g V (dropped digit?)" % (what, rows[0].voltage, volts)
+                )
 
 
 def parse_power_table(text: str) -> List[PowerRow]:
@@ -848,11 +926,13 @@ def parse_power_table(text: str) -> List[PowerRow]:
     else:
         slots = PWR_SLOTS if tuple(column.name for column in columns) == _OLD_PWR_HEADER else (MAX_UNITS,)
         # US3000D (cell-index columns, no SysAlarm.St) lists present units only
-        present_only = ("Tlow.Id" in names and "SysAlarm.St" not in names and len(result) <= MAX_UNITS
-                        and all(row.present for row in result))
+        present_only = (
+            "Tlow.Id" in names and "SysAlarm.St" not in names and len(result) <= MAX_UNITS and all(row.present for row in result)
+        )
         if len(result) not in slots and not present_only:
-            raise ParseError("%s: %d rows (table cut short?); expected %s"
-                             % (what, len(result), " or ".join(str(n) for n in slots)))
+            raise ParseError(
+                "%s: %d rows (table cut short?); expected %s" % (what, len(result), " or ".join(str(n) for n in slots))
+            )
     if not result:
         raise ParseError("%s: table has no rows" % what)
     return result
@@ -871,8 +951,11 @@ def _check_cell_charges(cells: Sequence[CellRow], what: str) -> None:
     ``9%``).
     """
     charged = [cell for cell in cells if cell.coulomb is not None and cell.soc is not None]
-    estimates = sorted(cell.coulomb * 100.0 / cell.soc for cell in charged  # type: ignore[operator]
-                       if cell.soc >= 5.0 and cell.coulomb > 0.0)  # type: ignore[operator]
+    estimates = sorted(
+        cell.coulomb * 100.0 / cell.soc
+        for cell in charged  # type: ignore[operator]
+        if cell.soc >= 5.0 and cell.coulomb > 0.0
+    )  # type: ignore[operator]
     if len(estimates) < 3:
         return
     capacity = estimates[len(estimates) // 2]
@@ -880,8 +963,10 @@ def _check_cell_charges(cells: Sequence[CellRow], what: str) -> None:
         soc = cell.soc  # type: float  # type: ignore[assignment]
         percent = cell.coulomb * 100.0 / capacity  # type: ignore[operator]
         if not 0.6 * soc - 1.0 <= percent <= 1.6 * soc + 1.0:
-            raise ParseError("%s: cell %d: %.3f Ah at %g %% does not fit the other cells' %.1f Ah "
-                             "(dropped digit?)" % (what, cell.index, cell.coulomb, soc, capacity))
+            raise ParseError(
+                "%s: cell %d: %.3f Ah at %g %% does not fit the other cells' %.1f Ah "
+                "(dropped digit?)" % (what, cell.index, cell.coulomb, soc, capacity)
+            )
 
 
 def _check_cell_energy(cell: CellRow, what: str) -> None:
@@ -893,8 +978,7 @@ def _check_cell_energy(cell: CellRow, what: str) -> None:
     percent, milli_wh = float(words[0][:-1]), int(words[1])
     volts = milli_wh / (cell.coulomb * 1000.0)
     if not (2.0 <= volts <= 4.5 and 0.6 * cell.soc - 2.0 <= percent <= 1.6 * cell.soc + 2.0):
-        raise ParseError("%s: cell %d: WH(mWH) %r does not fit AH(mAH) (dropped digit?)"
-                         % (what, cell.index, printed))
+        raise ParseError("%s: cell %d: WH(mWH) %r does not fit AH(mAH) (dropped digit?)" % (what, cell.index, printed))
 
 
 def parse_cell_table(text: str, address: int, cells: Optional[int] = None) -> CellTable:
@@ -1076,8 +1160,7 @@ def _single_word(convert: Callable[[str], object]) -> Callable[[str], object]:
 def _protect_list(value: str) -> Tuple[str, ...]:
     words = tuple(value.split())
     for word in words:
-        if not (word.isascii() and word.isalnum() and word.upper() == word) or _garbled(
-                word, PROTECTION_NAMES, changes=False):
+        if not (word.isascii() and word.isalnum() and word.upper() == word) or _garbled(word, PROTECTION_NAMES, changes=False):
             raise _Bad("%r is not a protection name" % word)
     if len(set(words)) != len(words):
         raise _Bad("a protection name twice (garbled %r?)" % value)
@@ -1114,14 +1197,15 @@ def _check_unit_column(entries: Sequence[_Entry], what: str) -> None:
     placed = []  # type: List[Tuple[int, _Entry]]
     for entry in entries:
         tokens = _tokens(entry.line)
-        if len(tokens) >= 2 and tokens[-1][1].lower() in _DETAIL_UNITS and ":" in entry.line[:tokens[-2][0]]:
+        if len(tokens) >= 2 and tokens[-1][1].lower() in _DETAIL_UNITS and ":" in entry.line[: tokens[-2][0]]:
             placed.append((tokens[-1][0], entry))
     columns = [column for column, _ in placed]
     usual = max(set(columns), key=columns.count) if columns else None
     for column, entry in placed:
         if column != usual:
-            raise ParseError("%s line %d: %s: unit not in the units column (dropped character?)"
-                             % (what, entry.lineno, entry.key))
+            raise ParseError(
+                "%s line %d: %s: unit not in the units column (dropped character?)" % (what, entry.lineno, entry.key)
+            )
 
 
 _DETAIL_EVENTS = ("Bat Events", "Power Events", "System Fault")
@@ -1147,8 +1231,7 @@ def _check_padded_fields(entries: Sequence[_Entry], what: str) -> None:
     Counts (``Charge Times``) end where the units column starts or where the other
     unit-less counts end; the three event words end together.
     """
-    units = [start for entry in entries for start, token in _tokens(entry.line)[-1:]
-             if token.lower() in _DETAIL_UNITS]
+    units = [start for entry in entries for start, token in _tokens(entry.line)[-1:] if token.lower() in _DETAIL_UNITS]
     counts = [entry for entry in entries if _is_plain_int(entry.value)]
     events = [entry for entry in entries if entry.key in _DETAIL_EVENTS]
     for group, anchors in ((counts, set(units[:1])), (events, set())):
@@ -1156,11 +1239,12 @@ def _check_padded_fields(entries: Sequence[_Entry], what: str) -> None:
         for entry, end in ends:
             if end is None or entry.key not in _DETAIL_KEYS:
                 continue
-            others = anchors | {other_end for other, other_end in ends
-                                if other is not entry and other_end is not None}
+            others = anchors | {other_end for other, other_end in ends if other is not entry and other_end is not None}
             if others and end not in others:
-                raise ParseError("%s line %d: %s: value field is not as wide as its kind's "
-                                 "(dropped character?)" % (what, entry.lineno, entry.key))
+                raise ParseError(
+                    "%s line %d: %s: value field is not as wide as its kind's "
+                    "(dropped character?)" % (what, entry.lineno, entry.key)
+                )
 
 
 def parse_power_detail(text: str) -> PowerDetail:
@@ -1168,8 +1252,9 @@ def parse_power_detail(text: str) -> PowerDetail:
     what = "pwr N"
     _reject_error_reply(text, what)
     lines = _lines(text)
-    anchor = _find_anchor(lines, lambda words: len(words) == 2 and words[0] == "Power"
-                          and _is_plain_int(words[1]), what, "'Power N'")
+    anchor = _find_anchor(
+        lines, lambda words: len(words) == 2 and words[0] == "Power" and _is_plain_int(words[1]), what, "'Power N'"
+    )
     address = int(lines[anchor].split()[1])
     what = "pwr %d" % address
     _check_echo(lines, anchor, "pwr", address, what)
@@ -1277,8 +1362,7 @@ def _check_ratings(info: Dict[str, object], rated_volts: Optional[float], what: 
     charge, discharge = info.get("max_charge_current"), info.get("max_discharge_current")
     currents = [amps for amps in (charge, discharge) if isinstance(amps, float) and amps > 0.0]
     if len(currents) == 2 and max(currents) > 3.0 * min(currents):
-        raise ParseError("%s: max charge %g A and max discharge %g A do not fit together"
-                         % (what, charge, discharge))
+        raise ParseError("%s: max charge %g A and max discharge %g A do not fit together" % (what, charge, discharge))
     capacity = info.get("nominal_capacity")
     if isinstance(capacity, float):
         for amps in currents:
@@ -1342,8 +1426,9 @@ def _check_right_aligned(entries: Sequence[_Entry], position: int, what: str) ->
     neighbours = [entries[i] for i in (position - 1, position + 1) if 0 <= i < len(entries)]
     if neighbours and all(len(other.line.rstrip()) != end for other in neighbours):
         entry = entries[position]
-        raise ParseError("%s line %d: %s is not aligned with its neighbours (dropped character?)"
-                         % (what, entry.lineno, entry.key))
+        raise ParseError(
+            "%s line %d: %s is not aligned with its neighbours (dropped character?)" % (what, entry.lineno, entry.key)
+        )
 
 
 def parse_stats(text: str) -> Statistics:

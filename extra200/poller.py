@@ -54,8 +54,15 @@ logger = logging.getLogger(__name__)
 T = TypeVar("T")
 
 # Status columns whose change to a non-normal value triggers a fresh ``pwr N`` (events).
-_STATUS_FIELDS = ("base_state", "voltage_state", "current_state", "temperature_state",
-                  "battery_voltage_state", "battery_temperature_state", "system_alarm_state")
+_STATUS_FIELDS = (
+    "base_state",
+    "voltage_state",
+    "current_state",
+    "temperature_state",
+    "battery_voltage_state",
+    "battery_temperature_state",
+    "system_alarm_state",
+)
 _NORMAL = {None, "Normal", "-", "Charge", "Dischg", "Idle", "Balance"}
 
 _MAX_EXCHANGES = 4  # per command: two agreeing reads, a tie-breaker, one failure tolerated
@@ -106,8 +113,9 @@ def _silent(exc: ConsoleError) -> bool:
 class BankReader:
     """Issues one poll's commands on the console and keeps each unit's latest good records."""
 
-    def __init__(self, console: Console, serial: SerialConfig, battery: BatteryConfig,
-                 clock: Callable[[], float] = time.monotonic) -> None:
+    def __init__(
+        self, console: Console, serial: SerialConfig, battery: BatteryConfig, clock: Callable[[], float] = time.monotonic
+    ) -> None:
         self._console = console
         self._serial = serial
         self._expected: Tuple[int, ...] = tuple(battery.addresses)
@@ -146,8 +154,9 @@ class BankReader:
             raise ParseError("reply without its completion line (garbled?)")
         return parse(reply.text)
 
-    def _ask(self, command: str, parse: Callable[[str], T], vote: "Vote[T]" = _vote_whole,
-             reject_family: bool = True) -> Optional[T]:
+    def _ask(
+        self, command: str, parse: Callable[[str], T], vote: "Vote[T]" = _vote_whole, reject_family: bool = True
+    ) -> Optional[T]:
         """The confirmed reply, or None (rejected by the firmware, or no two reads agreed).
 
         Raises ``ConsoleError`` when the console went silent, the port was lost or a stop
@@ -249,8 +258,7 @@ class BankReader:
             battery.detail_due = battery.detail_due or self._status_changed(battery.row, row)
             battery.row = row
             battery.row_time = now
-            if row.present and row != unknown_row(row.address) and self._lacks_basics(row) \
-                    and battery.detail is not None:
+            if row.present and row != unknown_row(row.address) and self._lacks_basics(row) and battery.detail is not None:
                 battery.row = _row_from_detail(row, battery.detail)
         self._present = present
         self._recheck_cells(now)
@@ -279,8 +287,7 @@ class BankReader:
             for address in self._present:
                 battery = self.batteries[address]
                 # A protection signal in pwr N stops a charge limit: read it every poll until it clears.
-                if full or battery.detail_due or detail_signals_protection(battery.detail) \
-                        or self._detail_due(battery, now):
+                if full or battery.detail_due or detail_signals_protection(battery.detail) or self._detail_due(battery, now):
                     if self._past(deadline):
                         return
                     self._read_detail(battery, now)
@@ -309,24 +316,32 @@ class BankReader:
         self._log_missing(missing)
         for address in missing:
             batteries.setdefault(address, self.batteries.setdefault(address, Battery(address)))
-        return Bank(batteries=batteries, expected=expected, missing=missing,
-                    poll_time=time.time(), complete=bool(present) and not missing)
+        return Bank(
+            batteries=batteries, expected=expected, missing=missing, poll_time=time.time(), complete=bool(present) and not missing
+        )
 
     def _checked(self, battery: Battery) -> Battery:
         """A copy of ``battery`` whose row and cell table agree (both left unknown where they do not)."""
         row = battery.row
         if row is None:
             return battery
-        if "pwr" in self.rejected and row != unknown_row(row.address) and battery.cells is not None and \
-                battery.cells_time is not None and battery.row_time is not None and \
-                battery.row_time - battery.cells_time <= self._serial.stale_after:
+        if (
+            "pwr" in self.rejected
+            and row != unknown_row(row.address)
+            and battery.cells is not None
+            and battery.cells_time is not None
+            and battery.row_time is not None
+            and battery.row_time - battery.cells_time <= self._serial.stale_after
+        ):
             row = _row_with_cell_extremes(row, battery.cells)  # pwr N only: the extremes come from the cells
         why = table_contradiction(row, battery.cells)
         if why is None:
             self._doubt_logged.discard("bat %d" % battery.address)
             return dataclasses.replace(battery, row=row)
-        self._doubt("bat %d" % battery.address, "contradicts the pwr table (%s): neither is believed until "
-                    "a fresh cell table agrees" % why)
+        self._doubt(
+            "bat %d" % battery.address,
+            "contradicts the pwr table (%s): neither is believed until a fresh cell table agrees" % why,
+        )
         return dataclasses.replace(battery, row=without_cell_extremes(row), cells=None)
 
     def _read_rows(self) -> Optional[List[PowerRow]]:
@@ -366,8 +381,10 @@ class BankReader:
             rows.append(_row_from_detail(PowerRow(address=address, present=True), detail))
         if searching:
             self._units_by_detail = tuple(r.address for r in rows if r.present) or (1,)
-            logger.info("no pwr table and no battery.addresses: polling the units that answer 'pwr N': %s",
-                        ", ".join(str(a) for a in self._units_by_detail))
+            logger.info(
+                "no pwr table and no battery.addresses: polling the units that answer 'pwr N': %s",
+                ", ".join(str(a) for a in self._units_by_detail),
+            )
         return rows
 
     def _detail_due(self, battery: Battery, now: float) -> bool:
@@ -490,24 +507,32 @@ def _row_with_cell_extremes(row: PowerRow, table: Optional[CellTable]) -> PowerR
     temps = [(c.temperature, c.index) for c in table.cells if c.temperature is not None]
     if len(volts) != len(table.cells):
         return row  # an incomplete table proves nothing about the extremes
+
     def highest(pairs: List[Tuple[float, int]]) -> Tuple[float, int]:
         return max(pairs, key=lambda pair: (pair[0], -pair[1]))  # the first cell of a tie, as min() picks
 
     fill = {
-        "cell_voltage_low": min(volts)[0], "cell_voltage_low_id": min(volts)[1],
-        "cell_voltage_high": highest(volts)[0], "cell_voltage_high_id": highest(volts)[1],
+        "cell_voltage_low": min(volts)[0],
+        "cell_voltage_low_id": min(volts)[1],
+        "cell_voltage_high": highest(volts)[0],
+        "cell_voltage_high_id": highest(volts)[1],
     }
     if temps and len(temps) == len(table.cells):
-        fill.update({"cell_temp_low": min(temps)[0], "cell_temp_low_id": min(temps)[1],
-                     "cell_temp_high": highest(temps)[0], "cell_temp_high_id": highest(temps)[1]})
+        fill.update(
+            {
+                "cell_temp_low": min(temps)[0],
+                "cell_temp_low_id": min(temps)[1],
+                "cell_temp_high": highest(temps)[0],
+                "cell_temp_high_id": highest(temps)[1],
+            }
+        )
     return dataclasses.replace(row, **fill)
 
 
 def _row_from_detail(row: PowerRow, detail: PowerDetail) -> PowerRow:
     """Fill a row's unknown basics from the unit's ``pwr N`` detail."""
     fill = {}
-    for name in ("voltage", "current", "temperature", "soc", "base_state", "voltage_state",
-                 "current_state", "temperature_state"):
+    for name in ("voltage", "current", "temperature", "soc", "base_state", "voltage_state", "current_state", "temperature_state"):
         if getattr(row, name) is None and getattr(detail, name) is not None:
             fill[name] = getattr(detail, name)
     return dataclasses.replace(row, **fill) if fill else row

@@ -75,9 +75,7 @@ def _figures(summary: Any) -> Dict[str, Any]:
     return document
 
 
-def _battery(
-    battery: Battery, unit: Optional[UnitSummary], cells_level: str, events: Optional[List[Any]]
-) -> Dict[str, Any]:
+def _battery(battery: Battery, unit: Optional[UnitSummary], cells_level: str, events: Optional[List[Any]]) -> Dict[str, Any]:
     document: Dict[str, Any] = {"address": battery.address, "present": battery.present}
     document.update(_figures(unit) if unit is not None else {})
     document["barcode"] = battery.barcode
@@ -86,9 +84,7 @@ def _battery(
     document["info"] = _plain(battery.info)
     stats = battery.stats
     document["stat"] = (
-        {"cycle_count": stats.cycle_count, "soh": stats.soh, "charge_times": stats.charge_times}
-        if stats is not None
-        else None
+        {"cycle_count": stats.cycle_count, "soh": stats.soh, "charge_times": stats.charge_times} if stats is not None else None
     )
     if events is not None:
         document["events"] = [_event(e) for e in events]

@@ -45,6 +45,7 @@ _REPLY_END = re.compile(rb"\$\$[\r\n]+([A-Za-z][A-Za-z0-9_]{0,19}>)\Z")
 
 _GATHER_BYTES = 32  # see _read_some
 
+
 # Failures are raised, not logged above DEBUG here: the poller and the daemon report each fault
 # once when it starts and once when it ends, instead of once per exchange.
 class ConsoleError(Exception):
@@ -236,8 +237,10 @@ class Console:
             if self._probe_garbage:
                 message = "no prompt%s, only %d bytes of garbage: %s" % (hint, self._probe_garbage, self._baud_hint(True))
             else:
-                message = ("no prompt%s: check the cable (Console port, TX/RX/GND), %s "
-                           "and that the battery is on" % (hint, self._baud_hint(False)))
+                message = "no prompt%s: check the cable (Console port, TX/RX/GND), %s and that the battery is on" % (
+                    hint,
+                    self._baud_hint(False),
+                )
             logger.debug("%s: %s", self.url, message)
             raise ConsoleSilent(message, port=self.url, command=what)
         logger.debug("%s: awake, prompt %r", self.url, prompt)
@@ -249,8 +252,9 @@ class Console:
         for _ in range(tries):
             self._discard_waiting(what)
             self._write(LINE_END, what)
-            data, found = self._read_until(lambda buf: _PROMPT_SEEN.search(buf) is not None,
-                                           self.probe_wait if wait is None else wait, what)
+            data, found = self._read_until(
+                lambda buf: _PROMPT_SEEN.search(buf) is not None, self.probe_wait if wait is None else wait, what
+            )
             if _NON_TEXT.search(data):
                 self._probe_garbage += len(data)
             if found:
@@ -303,8 +307,9 @@ class Console:
         others = ", ".join(str(b) for b in CONSOLE_BAUDS if b != self.baud)
         if self.auto_baud:
             tried = "no prompt at %s baud (serial.baud: auto tried each)" % ", ".join(str(b) for b in CONSOLE_BAUDS)
-            return tried + ("; the wrong port (RS485/CAN instead of Console) or a missing RS232 level converter"
-                            if garbage else "")
+            return tried + (
+                "; the wrong port (RS485/CAN instead of Console) or a missing RS232 level converter" if garbage else ""
+            )
         if garbage:
             return _GARBAGE_HINT % self.baud + "; bauds worth trying: %s, or serial.baud: auto" % others
         return "the baud rate (%d; consoles also use %s: serial.baud: auto tries them)" % (self.baud, others)

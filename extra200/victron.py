@@ -124,7 +124,8 @@ def _common(figures: Any, energy: Optional[EnergyTotals]) -> Optional[Payload]:
         "Capacity": _number(figures.remaining, 2),
         # Sent even when unknown, so the driver neither derives it nor keeps an old value.
         "ConsumedAmphours": round(max(figures.capacity - figures.remaining, 0.0), 2)
-        if figures.capacity is not None and figures.remaining is not None else None,
+        if figures.capacity is not None and figures.remaining is not None
+        else None,
         "TimeToGo": _number(time_to_empty(figures), 0),
         "Balancing": _number(figures.balancing),
     }
@@ -141,8 +142,7 @@ def _common(figures: Any, energy: Optional[EnergyTotals]) -> Optional[Payload]:
     return payload
 
 
-def _info(limits: Limits, charge_current: float, discharge_current: float, charge_reason: str,
-          discharge_reason: str) -> Payload:
+def _info(limits: Limits, charge_current: float, discharge_current: float, charge_reason: str, discharge_reason: str) -> Payload:
     return {
         "MaxChargeVoltage": round(limits.charge_voltage, 2),
         "MaxChargeCurrent": round(charge_current, 1),
@@ -159,8 +159,13 @@ def _unit_limits(limits: Limits) -> Mapping[int, UnitLimitsLike]:
     return getattr(limits, "units", None) or {}
 
 
-def bank_payload(summary: BankSummary, limits: Limits, cells_per_battery: Optional[int], units_offline: int,
-                 energy: Optional[EnergyTotals] = None) -> Optional[Payload]:
+def bank_payload(
+    summary: BankSummary,
+    limits: Limits,
+    cells_per_battery: Optional[int],
+    units_offline: int,
+    energy: Optional[EnergyTotals] = None,
+) -> Optional[Payload]:
     """The bank message, or None when a required value is unknown (then nothing is sent)."""
     payload = _common(summary, energy)
     if payload is None:
@@ -170,13 +175,16 @@ def bank_payload(summary: BankSummary, limits: Limits, cells_per_battery: Option
     system["NrOfModulesOnline"] = summary.units_online
     system["NrOfModulesOffline"] = units_offline
     # The modules whose own condition stops a direction; a bank-wide stop (no data) is every module's.
-    for key, allowed, blocks in (("NrOfModulesBlockingCharge", limits.allow_charge, "blocks_charge"),
-                                 ("NrOfModulesBlockingDischarge", limits.allow_discharge, "blocks_discharge")):
+    for key, allowed, blocks in (
+        ("NrOfModulesBlockingCharge", limits.allow_charge, "blocks_charge"),
+        ("NrOfModulesBlockingDischarge", limits.allow_discharge, "blocks_discharge"),
+    ):
         own = sum(1 for u in units.values() if getattr(u, blocks))
         system[key] = 0 if allowed else (own or summary.units_online)
     system["NrOfCellsPerBattery"] = cells_per_battery or None
-    payload["Info"] = _info(limits, limits.charge_current, limits.discharge_current, limits.charge_reason,
-                            limits.discharge_reason)
+    payload["Info"] = _info(
+        limits, limits.charge_current, limits.discharge_current, limits.charge_reason, limits.discharge_reason
+    )
     payload["Io"] = {"AllowToCharge": int(limits.allow_charge), "AllowToDischarge": int(limits.allow_discharge)}
     payload["Alarms"] = {name: int(level) for name, level in sorted(limits.alarms.items())}
     return payload
@@ -211,8 +219,7 @@ def unit_payload(unit: UnitSummary, limits: Limits, energy: Optional[EnergyTotal
         return payload  # its limits are not known yet: left out (null), never borrowed from the bank
     system["NrOfModulesBlockingCharge"] = int(own.blocks_charge)
     system["NrOfModulesBlockingDischarge"] = int(own.blocks_discharge)
-    payload["Info"] = _info(limits, own.charge_current, own.discharge_current, own.charge_reason,
-                            own.discharge_reason)
+    payload["Info"] = _info(limits, own.charge_current, own.discharge_current, own.charge_reason, own.discharge_reason)
     payload["Io"] = {"AllowToCharge": int(own.charge_current > 0), "AllowToDischarge": int(own.discharge_current > 0)}
     payload["Alarms"] = {name: int(level) for name, level in sorted(own.alarms.items())}
     return payload
@@ -230,16 +237,16 @@ def last_word(payload: Payload, reason: str, discharge_current: Optional[float] 
     info = dict(payload.get("Info") or {})
     voltage = payload["Dc"]["Voltage"]
     cvl = info.get("MaxChargeVoltage")
-    info["MaxChargeVoltage"] = math.floor(min(cvl, voltage) * 100) / 100.0 if cvl is not None else \
-        math.floor(voltage * 100) / 100.0
+    info["MaxChargeVoltage"] = (
+        math.floor(min(cvl, voltage) * 100) / 100.0 if cvl is not None else math.floor(voltage * 100) / 100.0
+    )
     info["MaxChargeCurrent"] = 0.0
     if discharge_current is not None:
         info["MaxDischargeCurrent"] = round(discharge_current, 1)
     info.setdefault("MaxDischargeCurrent", 0.0)
     info["ChargeMode"] = LAST_WORD_MODE
     info["ChargeLimitation"] = reason
-    info["DischargeLimitation"] = reason if info["MaxDischargeCurrent"] == 0 else \
-        "%s; discharge as last allowed" % reason
+    info["DischargeLimitation"] = reason if info["MaxDischargeCurrent"] == 0 else "%s; discharge as last allowed" % reason
     system = payload.get("System") or {}
     modules = system.get("NrOfModulesOnline", 0) + system.get("NrOfModulesOffline", 0)
     alarms = dict(payload.get("Alarms") or {})
@@ -251,9 +258,13 @@ def last_word(payload: Payload, reason: str, discharge_current: Optional[float] 
         "Info": info,
         "Io": {"AllowToCharge": 0, "AllowToDischarge": int(info["MaxDischargeCurrent"] > 0)},
         "Alarms": alarms,
-        "System": {"NrOfModulesOnline": 0, "NrOfModulesOffline": modules, "NrOfModulesBlockingCharge": modules,
-                   "NrOfModulesBlockingDischarge": 0 if info["MaxDischargeCurrent"] > 0 else modules,
-                   "NrOfCellsPerBattery": system.get("NrOfCellsPerBattery")},
+        "System": {
+            "NrOfModulesOnline": 0,
+            "NrOfModulesOffline": modules,
+            "NrOfModulesBlockingCharge": modules,
+            "NrOfModulesBlockingDischarge": 0 if info["MaxDischargeCurrent"] > 0 else modules,
+            "NrOfCellsPerBattery": system.get("NrOfCellsPerBattery"),
+        },
     }
     return word
 
@@ -297,12 +308,13 @@ def _will_differs(old: Optional[Payload], new: Payload) -> bool:
     old_info, new_info = old["Info"], new["Info"]
     if (old_info["MaxDischargeCurrent"] > 0) != (new_info["MaxDischargeCurrent"] > 0):
         return True
-    if abs(old_info["MaxDischargeCurrent"] - new_info["MaxDischargeCurrent"]) > \
-            0.1 * max(old_info["MaxDischargeCurrent"], 1.0):
+    if abs(old_info["MaxDischargeCurrent"] - new_info["MaxDischargeCurrent"]) > 0.1 * max(old_info["MaxDischargeCurrent"], 1.0):
         return True
     # a will above the pack no longer stops a charger that follows only the voltage
-    return old_info["MaxChargeVoltage"] - new_info["MaxChargeVoltage"] > 0.2 or \
-        new_info["MaxChargeVoltage"] - old_info["MaxChargeVoltage"] > 1.0
+    return (
+        old_info["MaxChargeVoltage"] - new_info["MaxChargeVoltage"] > 0.2
+        or new_info["MaxChargeVoltage"] - old_info["MaxChargeVoltage"] > 1.0
+    )
 
 
 class VictronPublisher:
@@ -317,9 +329,15 @@ class VictronPublisher:
 
     WILL_RENEW_INTERVAL = 60.0
 
-    def __init__(self, publish: Publish, topic_base: str, per_battery: bool,
-                 set_will: Optional[Callable[[str, str], None]] = None,
-                 wall_clock: Callable[[], float] = time.time, sleep: Callable[[float], None] = time.sleep) -> None:
+    def __init__(
+        self,
+        publish: Publish,
+        topic_base: str,
+        per_battery: bool,
+        set_will: Optional[Callable[[str, str], None]] = None,
+        wall_clock: Callable[[], float] = time.time,
+        sleep: Callable[[float], None] = time.sleep,
+    ) -> None:
         self._publish = publish
         self._wall_clock = wall_clock
         self._sleep = sleep
@@ -352,13 +370,19 @@ class VictronPublisher:
             return True
         return False
 
-    def update(self, summary: BankSummary, limits: Limits, units_offline: int, cells_per_battery: Optional[int],
-               now: float, energy: Optional[EnergySnapshot] = None) -> int:
+    def update(
+        self,
+        summary: BankSummary,
+        limits: Limits,
+        units_offline: int,
+        cells_per_battery: Optional[int],
+        now: float,
+        energy: Optional[EnergySnapshot] = None,
+    ) -> int:
         """Publish fresh data; returns the number of messages sent."""
         with self._lock:
             sent = 0
-            bank = bank_payload(summary, limits, cells_per_battery, units_offline,
-                                energy.bank if energy is not None else None)
+            bank = bank_payload(summary, limits, cells_per_battery, units_offline, energy.bank if energy is not None else None)
             if bank is None:
                 if not self._missing_logged:
                     logger.warning("Victron: bank voltage, power or SoC unknown; not publishing %s", self.bank_topic)
@@ -397,8 +421,7 @@ class VictronPublisher:
                     self._repeat_if_same_second(topic, word, previous)
                     logger.info("Victron: %s told to stop charging (%s)", topic, reason)
                 else:
-                    logger.warning("Victron: could not tell %s to stop charging (%s): the broker did not take it",
-                                   topic, reason)
+                    logger.warning("Victron: could not tell %s to stop charging (%s): the broker did not take it", topic, reason)
             return sent
 
     def _repeat_if_same_second(self, topic: str, word: Payload, previous: Optional[float]) -> None:
@@ -419,8 +442,11 @@ class VictronPublisher:
             wait = due - self._wall_clock()
             if wait > 0:
                 self._sleep(min(wait, 1.0 + 2 * _ARRIVAL_MARGIN))
-            return sum(1 for topic, (_, word) in sorted(pending.items())
-                       if self._last_word_sent.get(topic) == word and self._send(topic, word, 0.0, word=True))
+            return sum(
+                1
+                for topic, (_, word) in sorted(pending.items())
+                if self._last_word_sent.get(topic) == word and self._send(topic, word, 0.0, word=True)
+            )
 
     def _renew_will(self, bank: Payload, discharge_current: float, now: float) -> None:
         if self._set_will is None:

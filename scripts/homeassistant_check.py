@@ -186,8 +186,7 @@ class Browser:
         await asyncio.sleep(settle)
 
     async def screenshot(self, path: str, width: int, height: int) -> None:
-        await self.send("Emulation.setDeviceMetricsOverride", width=width, height=height, deviceScaleFactor=1,
-                        mobile=False)
+        await self.send("Emulation.setDeviceMetricsOverride", width=width, height=height, deviceScaleFactor=1, mobile=False)
         await asyncio.sleep(1.5)
         shot = await self.send("Page.captureScreenshot", format="png")
         with open(path, "wb") as handle:
@@ -226,8 +225,9 @@ async def run(args: argparse.Namespace) -> int:
         checks.add("the daemon announced", args.devices > 0 and args.entities > 0, (args.devices, args.entities))
         await wait_for(all_there, args.timeout)
         entities = await ours()
-        devices = [d for d in await ha.call("config/device_registry/list")
-                   if any(e.get("device_id") == d["id"] for e in entities)]
+        devices = [
+            d for d in await ha.call("config/device_registry/list") if any(e.get("device_id") == d["id"] for e in entities)
+        ]
         checks.add("devices", len(devices) == args.devices, "%d (expected %d)" % (len(devices), args.devices))
         checks.add("entities", len(entities) == args.entities, "%d (expected %d)" % (len(entities), args.entities))
         ids = {e["entity_id"] for e in entities}
@@ -246,17 +246,34 @@ async def run(args: argparse.Namespace) -> int:
 
         live = await wait_for(dashboard_live, args.timeout)
         now = await states()
-        checks.add("dashboard entities available", live,
-                   sorted(e for e in used if now.get(e, {}).get("state") in (None, "unavailable")))
+        checks.add(
+            "dashboard entities available", live, sorted(e for e in used if now.get(e, {}).get("state") in (None, "unavailable"))
+        )
 
-        await ha.call("lovelace/dashboards/create", url_path=DASHBOARD, title=dashboard.get("title", "Batteries"),
-                      icon="mdi:home-battery", mode="storage", show_in_sidebar=True, require_admin=False)
+        await ha.call(
+            "lovelace/dashboards/create",
+            url_path=DASHBOARD,
+            title=dashboard.get("title", "Batteries"),
+            icon="mdi:home-battery",
+            mode="storage",
+            show_in_sidebar=True,
+            require_admin=False,
+        )
         await ha.call("lovelace/config/save", url_path=DASHBOARD, config=dashboard)
         prefix = args.bank_id + "_bank_"
-        await ha.call("energy/save_prefs", energy_sources=[{
-            "type": "battery", "stat_energy_from": "sensor.%senergy_discharged" % prefix,
-            "stat_energy_to": "sensor.%senergy_charged" % prefix, "stat_rate": "sensor.%spower" % prefix}],
-            device_consumption=[])
+        await ha.call(
+            "energy/save_prefs",
+            energy_sources=[
+                {
+                    "type": "battery",
+                    "stat_energy_from": "sensor.%senergy_discharged" % prefix,
+                    "stat_energy_to": "sensor.%senergy_charged" % prefix,
+                    "stat_rate": "sensor.%spower" % prefix,
+                }
+            ],
+            device_consumption=[],
+        )
+
         # The recorder compiles statistics every 5 minutes; until then Energy reports them missing.
         async def energy_issues() -> List[Any]:
             validation = await ha.call("energy/validate")
@@ -279,11 +296,16 @@ async def run(args: argparse.Namespace) -> int:
             browser = Browser(session, args.cdp_port)
             await browser.open()
             await browser.goto(args.url + "/", 3)
-            hass_tokens = dict(ha.tokens, hassUrl=args.url, clientId=CLIENT_ID,
-                               expires=int(time.time() * 1000) + ha.tokens.get("expires_in", 1800) * 1000)
+            hass_tokens = dict(
+                ha.tokens,
+                hassUrl=args.url,
+                clientId=CLIENT_ID,
+                expires=int(time.time() * 1000) + ha.tokens.get("expires_in", 1800) * 1000,
+            )
             await browser.evaluate("localStorage.setItem('hassTokens', %s); true" % json.dumps(json.dumps(hass_tokens)))
-            battery_device = next((d for d in sorted(devices, key=lambda d: d.get("name") or "")
-                                   if d.get("via_device_id")), devices[0])
+            battery_device = next(
+                (d for d in sorted(devices, key=lambda d: d.get("name") or "") if d.get("via_device_id")), devices[0]
+            )
             cards = {"/%s/%s" % (DASHBOARD, view["path"]): len(view["cards"]) for view in dashboard["views"]}
             shots = (
                 ("dashboard-bank.png", "/%s/bank" % DASHBOARD, 1280, 1400),
@@ -292,13 +314,17 @@ async def run(args: argparse.Namespace) -> int:
                 ("device-battery.png", "/config/devices/device/%s" % battery_device["id"], 1280, 1900),
             )
             for name, path, width, height in shots:
-                await browser.send("Emulation.setDeviceMetricsOverride", width=width, height=height,
-                                   deviceScaleFactor=1, mobile=False)
+                await browser.send(
+                    "Emulation.setDeviceMetricsOverride", width=width, height=height, deviceScaleFactor=1, mobile=False
+                )
                 await browser.goto(args.url + path, args.settle)
                 found = json.loads(await browser.evaluate(FIND_WARNINGS) or "{}")
                 if path in cards:
-                    checks.add("%s renders its %d cards without warnings" % (path, cards[path]),
-                               found.get("cards", 0) >= cards[path] and not found.get("warnings"), found)
+                    checks.add(
+                        "%s renders its %d cards without warnings" % (path, cards[path]),
+                        found.get("cards", 0) >= cards[path] and not found.get("warnings"),
+                        found,
+                    )
                 await browser.screenshot(os.path.join(args.out, name), width, height)
                 checks.add("screenshot %s" % name, os.path.getsize(os.path.join(args.out, name)) > 10000)
 

@@ -35,8 +35,9 @@ class Recorder:
             self.messages.append((time.monotonic(), message.topic, bytes(message.payload), bool(message.retain)))
             self._lock.notify_all()
 
-    def wait_for(self, predicate: Callable[[str, bytes], bool], timeout: float = 20.0,
-                 after: int = 0) -> Optional[Tuple[float, str, bytes, bool]]:
+    def wait_for(
+        self, predicate: Callable[[str, bytes], bool], timeout: float = 20.0, after: int = 0
+    ) -> Optional[Tuple[float, str, bytes, bool]]:
         """The first message (from index ``after``) matching ``predicate``, waiting up to ``timeout``."""
         deadline = time.monotonic() + timeout
         with self._lock:

@@ -34,9 +34,7 @@ def wait_for_port(port: int, timeout: float = 10.0, host: str = "127.0.0.1") -> 
 
 
 def find_program(name: str, *extra_dirs: str) -> str:
-    path = shutil.which(name) or next(
-        (os.path.join(d, name) for d in extra_dirs if os.path.exists(os.path.join(d, name))), None
-    )
+    path = shutil.which(name) or next((os.path.join(d, name) for d in extra_dirs if os.path.exists(os.path.join(d, name))), None)
     if path is None:
         raise RuntimeError("%s is not installed (run: bash .ci/setup)" % name)
     return path
@@ -89,9 +87,7 @@ class Mosquitto:
 
     def start(self) -> "Mosquitto":
         config = self._write_config()
-        self.process = subprocess.Popen(
-            [self.binary, "-c", config], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL
-        )
+        self.process = subprocess.Popen([self.binary, "-c", config], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
         wait_for_port(self.port)
         return self
 

@@ -45,7 +45,7 @@ def unit(
     table_time: Optional[float] = None,
     info: Optional[DeviceInfo] = None,
     detail: Optional[PowerDetail] = None,
-    **row: object
+    **row: object,
 ) -> Battery:
     """A present unit: its ``pwr`` row from the cells (ids included), optionally its ``bat N`` table."""
     hi, lo = max(cells), min(cells)
@@ -72,7 +72,13 @@ def unit(
     power_row = dataclasses.replace(power_row, **row)
     table = None
     if table_time is not None:
-        table = CellTable(address, tuple(CellRow(i, voltage=v, temperature=temp, voltage_state="Normal", temperature_state="Normal") for i, v in enumerate(cells)))
+        table = CellTable(
+            address,
+            tuple(
+                CellRow(i, voltage=v, temperature=temp, voltage_state="Normal", temperature_state="Normal")
+                for i, v in enumerate(cells)
+            ),
+        )
     # The console tells each unit's cell count (info N Cell Number), as on the daemon's first poll.
     info = dataclasses.replace(info or DeviceInfo(), cell_count=(info.cell_count if info else None) or len(cells))
     return Battery(address, row=power_row, cells=table, cells_time=table_time, info=info, detail=detail, row_time=0.0)
@@ -134,7 +140,12 @@ charge:
 """
     config = parse_config(yaml.safe_load(text))
     assert config.charge.bulk_cell_voltage == 3.40
-    assert ChargeConfig.parse_curve(config.charge.discharge_temperature_curve) == ((-10.0, 0.0), (-5.0, 20.0), (0.0, 50.0), (5.0, 100.0))
+    assert ChargeConfig.parse_curve(config.charge.discharge_temperature_curve) == (
+        (-10.0, 0.0),
+        (-5.0, 20.0),
+        (0.0, 50.0),
+        (5.0, 100.0),
+    )
     for f in dataclasses.fields(ChargeConfig):
         if f.name.endswith("_curve"):
             ChargeConfig.parse_curve(f.default)
@@ -177,7 +188,10 @@ def test_defaults_for_a_healthy_15_cell_bank() -> None:
     assert limits.charge_reason == "max 25.0 A x 2 units"
     assert limits.battery_low_voltage == 43.5
     assert raised(limits) == {}
-    assert limits.diagnostic == "Bulk | CVL 51.75 V: bulk 3.450 V x 15 cells | CCL 50.0 A: max 25.0 A x 2 units | DCL 50.0 A: max 25.0 A x 2 units"
+    assert (
+        limits.diagnostic
+        == "Bulk | CVL 51.75 V: bulk 3.450 V x 15 cells | CCL 50.0 A: max 25.0 A x 2 units | DCL 50.0 A: max 25.0 A x 2 units"
+    )
 
 
 def test_16_cells_by_default_and_a_configured_maximum_still_caps() -> None:
@@ -262,7 +276,9 @@ def test_cell_voltage_curve_names_the_cell() -> None:
 def test_a_cell_table_counts_when_read_with_the_row_or_when_the_row_lacks_the_cell() -> None:
     cells = cells_of(3.40, high=3.56)
     now = 10000.0
-    this_poll = dataclasses.replace(unit(1, cells, table_time=now, cell_voltage_high=3.40, cell_voltage_high_id=None), row_time=now)
+    this_poll = dataclasses.replace(
+        unit(1, cells, table_time=now, cell_voltage_high=3.40, cell_voltage_high_id=None), row_time=now
+    )
     limits = poll(controller(), bank(this_poll), now)
     assert limits.charge_current == 0.0
     assert limits.charge_reason == "cell B1C15 3.560 V at/above cut-off 3.550 V"
@@ -296,7 +312,9 @@ def test_bms_state_words_stop_charge_or_discharge() -> None:
     assert (low.charge_current, low.discharge_current) == (50.0, 0.0)
     assert low.discharge_reason == "BMS state B1 Volt.St Low"
     assert low.alarms["LowVoltage"] == 1
-    ignored = poll(controller(ChargeConfig(bms_states_block=False)), bank(unit(1, cells_of(3.40), battery_voltage_state="High")), 0.0)
+    ignored = poll(
+        controller(ChargeConfig(bms_states_block=False)), bank(unit(1, cells_of(3.40), battery_voltage_state="High")), 0.0
+    )
     assert ignored.charge_current == 25.0
     assert ignored.alarms["HighCellVoltage"] == 1
 
@@ -314,7 +332,13 @@ def test_events_and_faults_stop_charging_and_raise_alarms() -> None:
     limits = poll(controller(), bank(unit(1, cells_of(3.30), detail=detail, current=5.0)), 0.0)
     assert (limits.charge_current, limits.discharge_current) == (0.0, 25.0)
     assert limits.charge_reason == "B1 Power Events 0x100001: over-voltage"
-    assert raised(limits) == {"HighVoltage": 2, "HighChargeCurrent": 1, "HighCurrent": 1, "InternalFailure": 2, "StateOfHealth": 1}
+    assert raised(limits) == {
+        "HighVoltage": 2,
+        "HighChargeCurrent": 1,
+        "HighCurrent": 1,
+        "InternalFailure": 2,
+        "StateOfHealth": 1,
+    }
 
 
 def test_electronics_temperature_derates_both_directions() -> None:
@@ -653,9 +677,12 @@ def random_unit(draw: Draw, address: int, cells: int, now: float, whole: bool = 
         )
     detail = None
     if draw(st.integers(0, 3)) == 0:  # a pwr N read, maybe with protection signals (finding 3)
-        detail = PowerDetail(address, power_events=draw(st.sampled_from(sorted(POWER_EVENTS))),
-                             system_fault=draw(st.sampled_from([0, 0, 0x4])),
-                             extra={"CMOS Status": draw(st.sampled_from(["ON", "ON", "OFF"]))})
+        detail = PowerDetail(
+            address,
+            power_events=draw(st.sampled_from(sorted(POWER_EVENTS))),
+            system_fault=draw(st.sampled_from([0, 0, 0x4])),
+            extra={"CMOS Status": draw(st.sampled_from(["ON", "ON", "OFF"]))},
+        )
     return Battery(address, row=row, cells=table, cells_time=table_time, info=info, detail=detail, row_time=now)
 
 
@@ -713,8 +740,12 @@ def test_properties_over_random_banks(config: Tuple[ChargeConfig, BatteryConfig]
     for _ in range(data.draw(st.integers(1, 10), label="polls")):
         now += data.draw(st.sampled_from([1.0, 5.0, 30.0, 120.0]), label="dt")
         fresh = data.draw(st.sampled_from([True, True, True, True, False]), label="fresh")
-        units = [data.draw(random_unit(a, battery.cells or data.draw(st.sampled_from([15, 16]), label="cells"), now),
-                           label="unit %d" % a) for a in range(1, n_units + 1)]
+        units = [
+            data.draw(
+                random_unit(a, battery.cells or data.draw(st.sampled_from([15, 16]), label="cells"), now), label="unit %d" % a
+            )
+            for a in range(1, n_units + 1)
+        ]
         the_bank = bank(*units)
         limits = poll(ctl, the_bank, now, fresh)
         present = the_bank.present() if fresh else []
@@ -748,9 +779,16 @@ def test_properties_over_random_banks(config: Tuple[ChargeConfig, BatteryConfig]
                 assert limits.discharge_current <= min(ratings) * online + 1e-9
 
         # cut-offs and the charge temperature window
-        highs = known([b.row.cell_voltage_high for b in present if b.row] + [c.voltage for b in present for c in recent_cells(b, now)])
-        lows = known([b.row.cell_voltage_low for b in present if b.row] + [c.voltage for b in present for c in recent_cells(b, now)])
-        temps = known([t for b in present if b.row for t in (b.row.cell_temp_low, b.row.cell_temp_high)] + [c.temperature for b in present for c in recent_cells(b, now)])
+        highs = known(
+            [b.row.cell_voltage_high for b in present if b.row] + [c.voltage for b in present for c in recent_cells(b, now)]
+        )
+        lows = known(
+            [b.row.cell_voltage_low for b in present if b.row] + [c.voltage for b in present for c in recent_cells(b, now)]
+        )
+        temps = known(
+            [t for b in present if b.row for t in (b.row.cell_temp_low, b.row.cell_temp_high)]
+            + [c.temperature for b in present for c in recent_cells(b, now)]
+        )
         if (not fresh and charge.stale_charge_grace == 0) or any(v >= charge.charge_cutoff_cell_voltage for v in highs):
             assert limits.charge_current == 0.0
         if any(t < charge.charge_min_temperature or t > charge.charge_max_temperature for t in temps):
@@ -762,14 +800,25 @@ def test_properties_over_random_banks(config: Tuple[ChargeConfig, BatteryConfig]
         # at most the pack's voltage (never below the discharge cut-off x cells)
         packs = known([b.row.voltage for b in present if b.row])
         able = [b for b in present if not (b.detail and b.detail.extra.get("CMOS Status") == "OFF")]
-        must_stop = any(v >= charge.charge_cutoff_cell_voltage for v in highs) or any(
-            t < charge.charge_min_temperature or t > charge.charge_max_temperature for t in temps
-        ) or (degraded(the_bank, fresh) and charge.stale_charge_grace == 0 and the_bank.present() and fresh
-              and not the_bank.missing and len(the_bank.present()) == len(the_bank.expected)) or (
-            # no current at all: the configured maximum, a unit's rating, every charge switch off
-            battery.max_charge_current == 0.0 or not able
-            or any(b.info is not None and b.info.max_charge_current == 0.0 for b in able)
-        ) or (charge.bms_states_block and any(charge_stopped_by_the_bms(b) for b in present))
+        must_stop = (
+            any(v >= charge.charge_cutoff_cell_voltage for v in highs)
+            or any(t < charge.charge_min_temperature or t > charge.charge_max_temperature for t in temps)
+            or (
+                degraded(the_bank, fresh)
+                and charge.stale_charge_grace == 0
+                and the_bank.present()
+                and fresh
+                and not the_bank.missing
+                and len(the_bank.present()) == len(the_bank.expected)
+            )
+            or (
+                # no current at all: the configured maximum, a unit's rating, every charge switch off
+                battery.max_charge_current == 0.0
+                or not able
+                or any(b.info is not None and b.info.max_charge_current == 0.0 for b in able)
+            )
+            or (charge.bms_states_block and any(charge_stopped_by_the_bms(b) for b in present))
+        )
         if fresh and packs and must_stop:
             assert limits.charge_current == 0.0
             floor = cells * charge.discharge_cutoff_cell_voltage  # the fewest cells, as CVL counts them
@@ -810,7 +859,10 @@ def test_a_stop_lowers_cvl_to_the_pack_so_solar_chargers_stop_too() -> None:
     run.poll(pair(cells_of(3.21), temp=12.0))
     frozen = run.poll(pair(cells_of(3.21), temp=-2.0))
     assert (frozen.charge_current, frozen.charge_voltage) == (0.0, 48.15)
-    assert frozen.voltage_reason == "charging stopped (cell temperature B1 -2.0 °C outside charge window 0..45 °C): at most the pack's 48.15 V"
+    assert (
+        frozen.voltage_reason
+        == "charging stopped (cell temperature B1 -2.0 °C outside charge window 0..45 °C): at most the pack's 48.15 V"
+    )
     # the pack sags while the loads run: CVL follows it down
     assert run.poll(pair(cells_of(3.20), temp=-2.0)).charge_voltage == 48.0
     # the cell cut-off and a BMS state word stop it the same way
@@ -837,8 +889,9 @@ def test_no_charge_current_at_all_lowers_cvl_as_every_stop_does() -> None:
     for limits in (switched_off, rated_zero, configured_zero):
         assert (limits.charge_current, limits.charge_voltage) == (0.0, 49.5), limits.diagnostic
         assert limits.discharge_current > 0.0
-    assert switched_off.voltage_reason == ("charging stopped (max 25.0 A x 0 units (unit 1 charge switched off by its "
-                                           "BMS)): at most the pack's 49.50 V")
+    assert switched_off.voltage_reason == (
+        "charging stopped (max 25.0 A x 0 units (unit 1 charge switched off by its BMS)): at most the pack's 49.50 V"
+    )
     assert switched_off.units[1].blocks_charge
     # one unit of two switched off: the other still charges, CVL as usual
     one_off = poll(controller(), bank(unit(1, cells_of(3.30), detail=off), unit(2, cells_of(3.30))), 0.0)
@@ -878,7 +931,10 @@ def test_protection_signals_stop_their_direction_until_clear_and_held(
     assert limits.units[1].blocks_charge == (side == "charge") and not limits.units[2].blocks_charge
     # cleared (a pwr 1 read again without the bit): the hold (30 s from the last poll with the signal), then the ramp
     clear_detail = None if detail is None else PowerDetail(1, power_events=0, system_fault=0)
-    cleared = bank(unit(1, cells_of(3.30), current=current, detail=clear_detail, **normal), unit(2, cells_of(3.30), current=current, **normal))  # type: ignore[arg-type]
+    cleared = bank(
+        unit(1, cells_of(3.30), current=current, detail=clear_detail, **normal),
+        unit(2, cells_of(3.30), current=current, **normal),
+    )  # type: ignore[arg-type]
     run.poll(cleared, 8)
     assert run.series(stopped, 8) == [0.0] * 5 + [5.0, 10.0, 15.0]
 
@@ -906,8 +962,10 @@ def test_a_protection_signal_holds_until_a_later_pwr_n_shows_it_cleared() -> Non
     after = again.poll(unread, 10)
     assert set(again.series("charge_current", 10)) == set(again.series("discharge_current", 10)) == {0.0}, after.diagnostic
     # a later pwr N shows them cleared: the hold, then the ramp
-    cleared = bank(dataclasses.replace(over_voltage, detail=PowerDetail(1, power_events=0)),
-                   dataclasses.replace(low_voltage, detail=PowerDetail(2, power_events=0)))
+    cleared = bank(
+        dataclasses.replace(over_voltage, detail=PowerDetail(1, power_events=0)),
+        dataclasses.replace(low_voltage, detail=PowerDetail(2, power_events=0)),
+    )
     again.poll(cleared, 8)
     assert again.series("charge_current", 8) == again.series("discharge_current", 8) == [0.0] * 5 + [5.0, 10.0, 15.0]
 
@@ -999,7 +1057,12 @@ def test_restart_resumes_phase_holds_and_ramps() -> None:
     run = Run(ctl)
     run.poll(pair(cells_of(3.45), soc=100.0), 3)  # absorption, then float at once (balanced, absorption_time 0)
     low_dcl = run.poll(pair(cells_of(3.15, low=3.11), soc=95.0, temp=-1.0))  # frost: CCL 0, DCL derated
-    assert (low_dcl.mode, low_dcl.charge_voltage, low_dcl.charge_current, low_dcl.discharge_current) == ("Float", 47.21, 0.0, 22.0)
+    assert (low_dcl.mode, low_dcl.charge_voltage, low_dcl.charge_current, low_dcl.discharge_current) == (
+        "Float",
+        47.21,
+        0.0,
+        22.0,
+    )
     saved = ctl.state()
     assert yaml.safe_load(yaml.safe_dump(saved)) == saved  # a plain document
 
@@ -1108,10 +1171,14 @@ def test_each_unit_carries_its_own_limits_and_alarms() -> None:
     assert {k: v for k, v in two.alarms.items() if v} == {"HighCellVoltage": 1, "CellImbalance": 1}
     assert sorted(one.alarms) == sorted(ALARM_NAMES)
     # each unit's own share never exceeds its share of the bank maximum (the lowest rating x units)
-    rated = poll(controller(), bank(unit(1, cells_of(3.30), info=DeviceInfo(max_charge_current=10.0)), unit(2, cells_of(3.30))), 0.0)
+    rated = poll(
+        controller(), bank(unit(1, cells_of(3.30), info=DeviceInfo(max_charge_current=10.0)), unit(2, cells_of(3.30))), 0.0
+    )
     assert (rated.charge_current, rated.units[1].charge_current, rated.units[2].charge_current) == (20.0, 10.0, 10.0)
     # a unit without cell data blocks by itself
-    blind = poll(controller(), bank(unit(1, cells_of(3.30)), unit(2, cells_of(3.30), cell_voltage_high=None, cell_voltage_low=None)), 0.0)
+    blind = poll(
+        controller(), bank(unit(1, cells_of(3.30)), unit(2, cells_of(3.30), cell_voltage_high=None, cell_voltage_low=None)), 0.0
+    )
     assert blind.units[2].blocks_charge and blind.units[2].charge_reason == "no data: B2 reports no cell voltages"
     assert not blind.units[1].blocks_charge
 
@@ -1129,8 +1196,9 @@ def test_whenever_the_rules_stop_charging_cvl_stops_it_too(
     now = 1000.0
     for _ in range(data.draw(st.integers(1, 6), label="polls")):
         now += data.draw(st.sampled_from([1.0, 5.0, 30.0, 120.0]), label="dt")
-        units = [data.draw(random_unit(a, battery.cells or 15, now, whole=True), label="unit %d" % a)
-                 for a in range(1, n_units + 1)]
+        units = [
+            data.draw(random_unit(a, battery.cells or 15, now, whole=True), label="unit %d" % a) for a in range(1, n_units + 1)
+        ]
         limits = poll(ctl, bank(*units), now)
         if limits.charge_current == 0.0 and not limits.charge_reason.startswith("held"):
             packs = [b.row.voltage for b in units if b.row is not None and b.row.voltage is not None]
@@ -1139,8 +1207,16 @@ def test_whenever_the_rules_stop_charging_cvl_stops_it_too(
 
 
 # readings whose loss leaves the rules running (the others make the data incomplete: nothing rises anyway)
-QUIET_LOSSES = ("current", "temperature", "voltage_state", "temperature_state", "soc", "battery_voltage_state",
-                "mos_temperature", "base_state")
+QUIET_LOSSES = (
+    "current",
+    "temperature",
+    "voltage_state",
+    "temperature_state",
+    "soc",
+    "battery_voltage_state",
+    "mos_temperature",
+    "base_state",
+)
 BLINDING_LOSSES = ("voltage", "cell_temp_low", "cell_temp_high", "cell_voltage_low", "cell_voltage_high")
 
 
@@ -1168,9 +1244,14 @@ def test_no_vanished_reading_raises_a_limit(config: Tuple[ChargeConfig, BatteryC
         now += DT
         units = [later(b, DT) for b in units]
     for _ in range(data.draw(st.integers(1, 4), label="polls after")):
-        vanished = [data.draw(st.lists(st.sampled_from(QUIET_LOSSES), min_size=1, max_size=3, unique=True)
-                              | st.lists(st.sampled_from(QUIET_LOSSES + BLINDING_LOSSES), unique=True),
-                              label="vanished %d" % b.address) for b in units]
+        vanished = [
+            data.draw(
+                st.lists(st.sampled_from(QUIET_LOSSES), min_size=1, max_size=3, unique=True)
+                | st.lists(st.sampled_from(QUIET_LOSSES + BLINDING_LOSSES), unique=True),
+                label="vanished %d" % b.address,
+            )
+            for b in units
+        ]
         gone = [later(b, 0.0, v) for b, v in zip(units, vanished)]
         after = poll(ctl, bank(*gone), now)
         for attr in QUANTUM:
@@ -1261,8 +1342,10 @@ def test_limits_rise_at_once_when_the_first_complete_data_arrives() -> None:
     once the console has told everything, the limits are what the rules allow, with no hold or ramp from the
     start-up zero (which was no reduction).  Later reductions hold and ramp as ever."""
     ctl = controller()
-    first = bank(dataclasses.replace(unit(1, cells_of(3.30)), info=DeviceInfo()),
-                 dataclasses.replace(unit(2, cells_of(3.30)), info=DeviceInfo()))
+    first = bank(
+        dataclasses.replace(unit(1, cells_of(3.30)), info=DeviceInfo()),
+        dataclasses.replace(unit(2, cells_of(3.30)), info=DeviceInfo()),
+    )
     early = poll(ctl, first, 0.0)
     assert early.charge_current == 0.0 and "cell count not known yet" in early.charge_reason
     known = poll(ctl, pair(cells_of(3.30)), DT)

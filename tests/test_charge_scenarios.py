@@ -142,10 +142,21 @@ class Message(NamedTuple):
         """One readable line for failure messages."""
         s = self.body["System"]
         return "%6.1f s %-24s CVL %5.2f CCL %4.1f DCL %4.1f | units %s cells %.3f..%.3f V %s..%s °C SoC %s | %s | %s | %s" % (
-            self.at - origin, self.mode, self.cvl, self.ccl, self.dcl, s.get("NrOfModulesOnline"),
-            s.get("MinCellVoltage") or 0.0, s.get("MaxCellVoltage") or 0.0, s.get("MinCellTemperature"),
-            s.get("MaxCellTemperature"), self.body.get("Soc"), self.body["Info"]["ChargeLimitation"],
-            self.body["Info"]["DischargeLimitation"], self.raised())
+            self.at - origin,
+            self.mode,
+            self.cvl,
+            self.ccl,
+            self.dcl,
+            s.get("NrOfModulesOnline"),
+            s.get("MinCellVoltage") or 0.0,
+            s.get("MaxCellVoltage") or 0.0,
+            s.get("MinCellTemperature"),
+            s.get("MaxCellTemperature"),
+            self.body.get("Soc"),
+            self.body["Info"]["ChargeLimitation"],
+            self.body["Info"]["DischargeLimitation"],
+            self.raised(),
+        )
 
 
 def rule_problems(m: Message, rules: Rules) -> List[str]:
@@ -286,19 +297,20 @@ class Run:
     # -- common
     def messages(self) -> List[Message]:
         # a stop's last word (charging stopped, nothing measured) is no data of the sequence
-        return [m for m in self._received()[self._skip:] if m.mode != LAST_WORD_MODE]
+        return [m for m in self._received()[self._skip :] if m.mode != LAST_WORD_MODE]
 
     def _first_with_counts(self) -> Message:
         """The sequence starts at the first message with everything the console tells read (the very
         first ones go out before the cell counts are known, with no charge current)."""
         first = self.wait(lambda m: not waiting_for_counts(m), "the cell counts known")
-        early = self._received()[:first.index]
+        early = self._received()[: first.index]
         assert all(m.body["Info"]["MaxChargeCurrent"] == 0 for m in early), self.report()  # no charge current yet
         self._skip = first.index
         return first
 
-    def wait(self, predicate: Callable[[Message], bool], what: str, after: Optional[Message] = None,
-             timeout: float = 45.0) -> Message:
+    def wait(
+        self, predicate: Callable[[Message], bool], what: str, after: Optional[Message] = None, timeout: float = 45.0
+    ) -> Message:
         """The first message after ``after`` (all when None) that satisfies ``predicate``."""
         start = 0 if after is None else after.index + 1
         deadline = self.now() + timeout
@@ -450,15 +462,30 @@ class InProcessRun(Run):
 class DaemonRun(Run):
     """Simulator on a pty, the daemon, and a recorder of the bank topic."""
 
-    def __init__(self, directory: str, broker_port: int, scenario: str, base: str,
-                 charge: Dict[str, Any], serial: Dict[str, Any], ceiling: float) -> None:
+    def __init__(
+        self,
+        directory: str,
+        broker_port: int,
+        scenario: str,
+        base: str,
+        charge: Dict[str, Any],
+        serial: Dict[str, Any],
+        ceiling: float,
+    ) -> None:
         super().__init__(scenario, charge, ceiling)
         self._timeline_from: Optional[float] = None  # the timeline counts real seconds from the first full message
         self.sim = PtySimulator(console=Console(self.scenario, bank=Bank(self.scenario, clock=self._timeline)))
         self.bank = self.sim.bank
         self.topic = base + "/pylon"
-        self._config = write_config(directory, broker_port, base, charge=self.settings, battery=BATTERY,
-                                    serial=dict(SERIAL, **serial), homeassistant={"enabled": False})
+        self._config = write_config(
+            directory,
+            broker_port,
+            base,
+            charge=self.settings,
+            battery=BATTERY,
+            serial=dict(SERIAL, **serial),
+            homeassistant={"enabled": False},
+        )
         self._port = broker_port
         self.recorder: Optional[Recorder] = None
         self.daemon: Optional[DaemonProcess] = None
@@ -479,7 +506,7 @@ class DaemonRun(Run):
     def _received(self) -> List[Message]:
         assert self.recorder is not None
         received = [(m[0], m[2]) for m in list(self.recorder.messages) if m[1] == self.topic]
-        for at, payload in received[len(self._parsed):]:
+        for at, payload in received[len(self._parsed) :]:
             self._parsed.append(Message(len(self._parsed), at, json.loads(payload)))
         return self._parsed
 
@@ -521,8 +548,7 @@ def process_run() -> Iterator[Callable[..., InProcessRun]]:
     """``process_run(name, serial=None, ceiling=BULK_CVL, **charge)``: an in-process run, stopped after the test."""
     runs: List[InProcessRun] = []
 
-    def make(scenario: str, serial: Optional[Dict[str, Any]] = None, ceiling: float = BULK_CVL,
-             **charge: Any) -> InProcessRun:
+    def make(scenario: str, serial: Optional[Dict[str, Any]] = None, ceiling: float = BULK_CVL, **charge: Any) -> InProcessRun:
         run = InProcessRun(scenario, charge, serial or {}, ceiling)
         runs.append(run)
         return run
@@ -537,8 +563,9 @@ def daemon_run(tmp_path: Any, broker: Any) -> Iterator[Callable[..., DaemonRun]]
     """``daemon_run(name, base, serial=None, ceiling=BULK_CVL, **charge)``: a run through the daemon, stopped after the test."""
     runs: List[DaemonRun] = []
 
-    def make(scenario: str, base: str, serial: Optional[Dict[str, Any]] = None, ceiling: float = BULK_CVL,
-             **charge: Any) -> DaemonRun:
+    def make(
+        scenario: str, base: str, serial: Optional[Dict[str, Any]] = None, ceiling: float = BULK_CVL, **charge: Any
+    ) -> DaemonRun:
         run = DaemonRun(str(tmp_path), broker.port, scenario, base, charge, serial or {}, ceiling)
         runs.append(run)
         return run
@@ -585,35 +612,54 @@ def test_the_checks_catch_what_breaks_the_rules() -> None:
     rules = Rules(ChargeConfig(**FAST), BatteryConfig(**BATTERY))  # type: ignore[arg-type]
 
     def message(at: float = 0.0, **info: Any) -> Message:
-        limits = dict({"MaxChargeVoltage": 51.75, "MaxChargeCurrent": 30.0, "MaxDischargeCurrent": 30.0,
-                       "ChargeMode": "Bulk"}, **info)
+        limits = dict(
+            {"MaxChargeVoltage": 51.75, "MaxChargeCurrent": 30.0, "MaxDischargeCurrent": 30.0, "ChargeMode": "Bulk"}, **info
+        )
         body = {
-            "Dc": {"Power": 100.0, "Voltage": 50.0, "Current": 2.0}, "Soc": 50.0,
+            "Dc": {"Power": 100.0, "Voltage": 50.0, "Current": 2.0},
+            "Soc": 50.0,
             "Info": dict(limits, BatteryLowVoltage=43.5, ChargeLimitation="x", DischargeLimitation="y"),
-            "Io": {"AllowToCharge": int(limits["MaxChargeCurrent"] > 0),
-                   "AllowToDischarge": int(limits["MaxDischargeCurrent"] > 0)},
+            "Io": {
+                "AllowToCharge": int(limits["MaxChargeCurrent"] > 0),
+                "AllowToDischarge": int(limits["MaxDischargeCurrent"] > 0),
+            },
             "Alarms": {name: 0 for name in ALARMS},
-            "System": {"NrOfModulesOnline": 3, "NrOfCellsPerBattery": 15, "MinCellVoltage": 3.30, "MaxCellVoltage": 3.30,
-                       "MinCellTemperature": 20.0, "MaxCellTemperature": 20.0,
-                       "NrOfModulesBlockingCharge": 0 if limits["MaxChargeCurrent"] > 0 else 3,
-                       "NrOfModulesBlockingDischarge": 0 if limits["MaxDischargeCurrent"] > 0 else 3},
+            "System": {
+                "NrOfModulesOnline": 3,
+                "NrOfCellsPerBattery": 15,
+                "MinCellVoltage": 3.30,
+                "MaxCellVoltage": 3.30,
+                "MinCellTemperature": 20.0,
+                "MaxCellTemperature": 20.0,
+                "NrOfModulesBlockingCharge": 0 if limits["MaxChargeCurrent"] > 0 else 3,
+                "NrOfModulesBlockingDischarge": 0 if limits["MaxDischargeCurrent"] > 0 else 3,
+            },
         }
         return Message(0, at, body)
 
     assert rule_problems(message(), rules) == []
     cells = "3.40:100, 3.45:25, 3.50:5, 3.55:0"
     assert [curve_bounds(cells, x) for x in (3.3, 3.40, 3.42, 3.45, 3.52, 3.6)] == [
-        (1.0, 1.0), (1.0, 1.0), (0.25, 1.0), (0.25, 0.25), (0.0, 0.05), (0.0, 0.0)]
+        (1.0, 1.0),
+        (1.0, 1.0),
+        (0.25, 1.0),
+        (0.25, 0.25),
+        (0.0, 0.05),
+        (0.0, 0.0),
+    ]
     assert curve_bounds("0:0, 5:20, 10:100, 40:100, 45:20", 42.0) == (0.2, 1.0)
     high = message(MaxChargeCurrent=30.0)
     high.body["System"]["MaxCellVoltage"] = 3.47  # at most 25 % (the 3.45 V point) of 30 A
     assert rule_problems(high, rules) == ["CCL 30.0 above 7.500: highest cell 3.470 V"]
-    assert rule_problems(message(MaxChargeCurrent=30.1), rules)[0] == \
-        "CCL 30.1 above 30.000: battery.max_charge_current x 3 units"
-    assert rule_problems(message(MaxChargeVoltage=51.76), rules) == \
-        ["CVL 51.76 above 51.750: bulk target / pack maximum / cell maximum"]
-    assert rule_problems(message(MaxChargeVoltage=51.0, ChargeMode="Float"), rules) == \
-        ["CVL 51.0 above 50.625: float voltage in Float"]
+    assert (
+        rule_problems(message(MaxChargeCurrent=30.1), rules)[0] == "CCL 30.1 above 30.000: battery.max_charge_current x 3 units"
+    )
+    assert rule_problems(message(MaxChargeVoltage=51.76), rules) == [
+        "CVL 51.76 above 51.750: bulk target / pack maximum / cell maximum"
+    ]
+    assert rule_problems(message(MaxChargeVoltage=51.0, ChargeMode="Float"), rules) == [
+        "CVL 51.0 above 50.625: float voltage in Float"
+    ]
     cold = message()
     cold.body["System"]["MinCellTemperature"] = -1.0
     assert "CCL 30.0 above 0.000: cell temperature -1.0 °C outside the charge window" in rule_problems(cold, rules)
@@ -622,7 +668,9 @@ def test_the_checks_catch_what_breaks_the_rules() -> None:
     assert "Alarms.LowSoc 1 at SoC 50.0 %" in rule_problems(cold, rules)
     series = [(0.0, 30.0), (1.0, 10.0), (2.0, 12.0), (10.0, 14.0), (11.0, 30.0)]
     assert rise_problems(series, "CCL", 3.0, 4.0, 0.1) == [
-        "CCL rose 10.0 -> 12.0 1.0 s after a reduction (hold 4 s)", "CCL rose 14.0 -> 30.0 in 1.0 s (at most 3 per s)"]
+        "CCL rose 10.0 -> 12.0 1.0 s after a reduction (hold 4 s)",
+        "CCL rose 14.0 -> 30.0 in 1.0 s (at most 3 per s)",
+    ]
     assert rise_problems([(0.0, 10.0), (10.0, 12.0), (20.0, 40.0)], "CCL", 3.0, 4.0, 0.1) == []
 
 
@@ -640,8 +688,7 @@ def test_charging_to_full_with_balancing(process_run: Callable[..., InProcessRun
     absorbing = run.wait(lambda m: m.mode == "Absorption", "absorption")
     # pack 15 x 3.438 V + 30 mV = 51.60 V = CVL less 15 x 10 mV
     assert absorbing.system("MinCellVoltage") >= 3.438 and absorbing.cvl == bulk, run.report()
-    balanced = run.wait(lambda m: m.system("MaxCellVoltage") - m.system("MinCellVoltage") <= 0.0105,
-                        "balanced cells", absorbing)
+    balanced = run.wait(lambda m: m.system("MaxCellVoltage") - m.system("MinCellVoltage") <= 0.0105, "balanced cells", absorbing)
     floated = run.wait(lambda m: m.mode == "Float", "float", absorbing)
     assert floated.index > balanced.index, "float before the cells were balanced\n" + run.report()
     assert floated.at - balanced.at >= rules.charge.absorption_time - SLACK, run.report()
@@ -719,7 +766,9 @@ def test_a_high_cell(process_run: Callable[..., InProcessRun]) -> None:
     # The first poll to see it has it from unit 2's pwr row, which names no cell (this firmware's table has no
     # cell ids); the cell table, read again, names the cell at the latest by the next poll.
     assert cut.body["Info"]["ChargeLimitation"] in (
-        "cell B2 3.560 V at/above cut-off 3.550 V", "cell B2C15 3.560 V at/above cut-off 3.550 V"), run.report()
+        "cell B2 3.560 V at/above cut-off 3.550 V",
+        "cell B2C15 3.560 V at/above cut-off 3.550 V",
+    ), run.report()
     named = run.wait(lambda m: True, "the message after the cut-off", cut)
     assert named.body["Info"]["ChargeLimitation"] == "cell B2C15 3.560 V at/above cut-off 3.550 V", run.report()
     back = set_cell(3.49)
@@ -842,12 +891,19 @@ def test_an_empty_bank(process_run: Callable[..., InProcessRun]) -> None:
     for lowest, soc, dcl, low_soc in steps:
         bank.set_soc("all", soc)
         lower(lowest)
-        now = run.wait(lambda m, v=lowest, s=soc: (m.system("MinCellVoltage"), m.system("MaxCellVoltage"), m.body["Soc"])
-                       == (v, round(v + 0.02, 3), s), "lowest cell %.2f V at SoC %d %%" % (lowest, soc), previous)
+        now = run.wait(
+            lambda m, v=lowest, s=soc: (
+                (m.system("MinCellVoltage"), m.system("MaxCellVoltage"), m.body["Soc"]) == (v, round(v + 0.02, 3), s)
+            ),
+            "lowest cell %.2f V at SoC %d %%" % (lowest, soc),
+            previous,
+        )
         assert (now.dcl, now.ccl, now.alarm("LowSoc")) == (dcl, 30.0, low_soc), run.report()
         previous = now
     empty = previous
-    assert empty.body["Io"]["AllowToDischarge"] == 0 and empty.system("NrOfModulesBlockingDischarge") == 1  # unit 1's cell, no other
+    assert (
+        empty.body["Io"]["AllowToDischarge"] == 0 and empty.system("NrOfModulesBlockingDischarge") == 1
+    )  # unit 1's cell, no other
     assert empty.raised() == {"LowCellVoltage": 1, "LowSoc": 2}, run.report()
     assert empty.body["Info"]["DischargeLimitation"] == "cell B1C1 2.900 V at/below cut-off 2.900 V", run.report()
 
@@ -930,8 +986,11 @@ def test_a_high_cell_seen_in_an_old_cell_table_lowers_cvl_only_once(process_run:
         seen = run.wait(lambda m, v=volts: m.system("MaxCellVoltage") == v, "the highest cell at %.3f V" % volts)
         run.wait_until(seen.at + 4.0)
     messages = run.finish()
-    lowered = [(a.line(run.origin), b.line(run.origin)) for a, b in zip(messages, messages[1:])
-               if b.cvl < a.cvl and b.system("MaxCellVoltage") <= run.rules.charge.max_cell_voltage]
+    lowered = [
+        (a.line(run.origin), b.line(run.origin))
+        for a, b in zip(messages, messages[1:])
+        if b.cvl < a.cvl and b.system("MaxCellVoltage") <= run.rules.charge.max_cell_voltage
+    ]
     assert lowered == [], "CVL lowered with no cell above 3.520 V:\n%s" % "\n".join("%s\n%s" % pair for pair in lowered)
 
 
@@ -1023,8 +1082,11 @@ def test_a_protection_event_stops_charging_until_it_clears(process_run: Callable
     run.bank.update(2, volt_state="High")  # a status word turning abnormal makes the poller read pwr 2
     stopped = run.wait(lambda m: m.ccl == 0.0, "CCL 0", first)
     run.bank.update(2, volt_state="Normal")
-    by_event = run.wait(lambda m: m.body["Info"]["ChargeLimitation"] == "B2 Power Events 0x40000: charge over-current 2",
-                        "the event alone stopping charging", stopped)
+    by_event = run.wait(
+        lambda m: m.body["Info"]["ChargeLimitation"] == "B2 Power Events 0x40000: charge over-current 2",
+        "the event alone stopping charging",
+        stopped,
+    )
     assert by_event.ccl == 0.0 and by_event.dcl == 30.0, run.report()
     held = run.wait_until(by_event.at + 3.0)
     assert held.ccl == 0.0, run.report()

@@ -94,28 +94,34 @@ def test_found_on_the_console_by_default():
     assert (shipped.serial.baud, shipped.battery.num_cells, shipped.battery.max_charge_voltage) == ("auto",) * 3
 
 
-@pytest.mark.parametrize("section, key, value, expected", [
-    ("serial", "baud", "auto", "auto"),
-    ("serial", "baud", "AUTO", "auto"),
-    ("serial", "baud", 19200, 19200),
-    ("serial", "login_debug", True, True),
-    ("battery", "num_cells", 16, 16),
-    ("battery", "max_charge_voltage", 56, 56.0),
-    ("battery", "max_charge_voltage", "auto", "auto"),
-])
+@pytest.mark.parametrize(
+    "section, key, value, expected",
+    [
+        ("serial", "baud", "auto", "auto"),
+        ("serial", "baud", "AUTO", "auto"),
+        ("serial", "baud", 19200, 19200),
+        ("serial", "login_debug", True, True),
+        ("battery", "num_cells", 16, 16),
+        ("battery", "max_charge_voltage", 56, 56.0),
+        ("battery", "max_charge_voltage", "auto", "auto"),
+    ],
+)
 def test_auto_or_a_value(section, key, value, expected):
     config = parse_config({section: {key: value}})
     assert getattr(getattr(config, section), key) == expected
 
 
-@pytest.mark.parametrize("section, key, value, problem", [
-    ("serial", "baud", "fast", "serial.baud: must be auto or a whole number, got 'fast'"),
-    ("serial", "baud", 12345, "serial.baud: must be one of"),
-    ("serial", "login_debug", "maybe", "serial.login_debug: must be auto or true or false"),
-    ("battery", "num_cells", 14, "battery.num_cells: must be one of 15, 16, got 14, or auto"),
-    ("battery", "num_cells", "automatic", "battery.num_cells: must be auto or a whole number"),
-    ("battery", "max_charge_voltage", 60, "battery.max_charge_voltage: must be between 40.0 and 58.4, got 60"),
-])
+@pytest.mark.parametrize(
+    "section, key, value, problem",
+    [
+        ("serial", "baud", "fast", "serial.baud: must be auto or a whole number, got 'fast'"),
+        ("serial", "baud", 12345, "serial.baud: must be one of"),
+        ("serial", "login_debug", "maybe", "serial.login_debug: must be auto or true or false"),
+        ("battery", "num_cells", 14, "battery.num_cells: must be one of 15, 16, got 14, or auto"),
+        ("battery", "num_cells", "automatic", "battery.num_cells: must be auto or a whole number"),
+        ("battery", "max_charge_voltage", 60, "battery.max_charge_voltage: must be between 40.0 and 58.4, got 60"),
+    ],
+)
 def test_auto_keys_name_key_and_problem(section, key, value, problem):
     with pytest.raises(ConfigError) as err:
         parse_config({section: {key: value}})
@@ -124,11 +130,24 @@ def test_auto_keys_name_key_and_problem(section, key, value, problem):
 
 def test_every_problem_is_reported_with_its_key():
     with pytest.raises(ConfigError) as err:
-        parse_config({"mqtt": {"port": "x", "brokr": "a"}, "serial": {"baud": 1234, "wakeup": "sometimes"},
-                      "battery": {"addresses": [0, 1], "num_cells": 14}, "logging": {"level": "LOUD"}})
+        parse_config(
+            {
+                "mqtt": {"port": "x", "brokr": "a"},
+                "serial": {"baud": 1234, "wakeup": "sometimes"},
+                "battery": {"addresses": [0, 1], "num_cells": 14},
+                "logging": {"level": "LOUD"},
+            }
+        )
     text = str(err.value)
-    for fragment in ("mqtt.port: must be a whole number", "mqtt.brokr: unknown key", "serial.baud: must be one of",
-                     "serial.wakeup", "battery.addresses", "battery.num_cells", "logging.level"):
+    for fragment in (
+        "mqtt.port: must be a whole number",
+        "mqtt.brokr: unknown key",
+        "serial.baud: must be one of",
+        "serial.wakeup",
+        "battery.addresses",
+        "battery.num_cells",
+        "logging.level",
+    ):
         assert fragment in text
     assert len(err.value.problems) == 7
 
@@ -153,23 +172,34 @@ def test_password_is_redacted():
     assert "secret" not in repr(redacted(config))
 
 
-@pytest.mark.parametrize("content, fragment", [
-    ("serial:\n  reading_freq: -1\n", "serial.reading_freq: must be between"),
-    ("battery:\n  addresses: [1, 1]\n", "lists an address twice"),
-    ("nonsense: 1\n", "nonsense: unknown key"),
-])
+@pytest.mark.parametrize(
+    "content, fragment",
+    [
+        ("serial:\n  reading_freq: -1\n", "serial.reading_freq: must be between"),
+        ("battery:\n  addresses: [1, 1]\n", "lists an address twice"),
+        ("nonsense: 1\n", "nonsense: unknown key"),
+    ],
+)
 def test_command_line_exits_2_naming_the_key(tmp_path, content, fragment):
     path = tmp_path / "bad.yaml"
     path.write_text(content)
-    proc = subprocess.run([sys.executable, os.path.join(ROOT, "extra200tomqtt.py"), "--config", str(path), "--once"],
-                          capture_output=True, text=True, timeout=60)
+    proc = subprocess.run(
+        [sys.executable, os.path.join(ROOT, "extra200tomqtt.py"), "--config", str(path), "--once"],
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
     assert proc.returncode == 2
     assert fragment in proc.stderr
 
 
 def _check_config(*args: str):
-    return subprocess.run([sys.executable, os.path.join(ROOT, "extra200tomqtt.py"), *args, "check-config"],
-                          capture_output=True, text=True, timeout=60)
+    return subprocess.run(
+        [sys.executable, os.path.join(ROOT, "extra200tomqtt.py"), *args, "check-config"],
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
 
 
 def test_check_config_reads_the_events_catalogue_the_daemon_would(tmp_path):
@@ -181,11 +211,17 @@ def test_check_config_reads_the_events_catalogue_the_daemon_would(tmp_path):
     proc = _check_config("--config", str(path))
     assert proc.returncode == 2, proc.stdout
     assert "%s has 1 problem:" % path in proc.stderr
-    assert "  - events.catalogue_file: %s: power_events.8: level must be one of info, warning, ignore, got 'critical'" \
-        % catalogue in proc.stderr
+    assert (
+        "  - events.catalogue_file: %s: power_events.8: level must be one of info, warning, ignore, got 'critical'" % catalogue
+        in proc.stderr
+    )
     assert "valid" not in proc.stdout
-    daemon = subprocess.run([sys.executable, os.path.join(ROOT, "extra200tomqtt.py"), "--config", str(path),
-                             "--port", "pylonsim://", "--dry-run"], capture_output=True, text=True, timeout=60)
+    daemon = subprocess.run(
+        [sys.executable, os.path.join(ROOT, "extra200tomqtt.py"), "--config", str(path), "--port", "pylonsim://", "--dry-run"],
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
     assert daemon.returncode == 2  # what check-config now foretells
 
     catalogue.unlink()
@@ -221,9 +257,11 @@ def test_one_kind_of_error_for_every_file_the_user_writes(tmp_path):
     catalogue = tmp_path / "events.yaml"
     catalogue.write_text("states: [Low]\n")
     caught = []
-    for load in (lambda: parse_config({"serial": {"baud": "fast"}}, "config.yaml"),
-                 lambda: EventCatalogue.builtin().load_overrides(str(catalogue)),
-                 lambda: load_scenario({"units": 0})):
+    for load in (
+        lambda: parse_config({"serial": {"baud": "fast"}}, "config.yaml"),
+        lambda: EventCatalogue.builtin().load_overrides(str(catalogue)),
+        lambda: load_scenario({"units": 0}),
+    ):
         with pytest.raises(ValidationError) as error:
             load()
         caught.append(error.value)

@@ -35,13 +35,25 @@ NOT_READ = "not read"  # a command this program does not parse
 # (file name pattern, command of the exchange, outcome, why); the first match wins.
 EXPECTED = [
     # Corrupted captures
-    ("pytes-e-box-4850p__bat-2__*", "bat 2", REFUSED,
-     "cell 2's row is garbled: '80%' under Temp. State and 'Normal' where the SoC belongs"),
-    ("us2kbpl__session__tomascrespo-*", "info", REFUSED,
-     "dropped characters: 'Device ddress' (no address line), 'EPONPort rate : 120000mA'"),
+    (
+        "pytes-e-box-4850p__bat-2__*",
+        "bat 2",
+        REFUSED,
+        "cell 2's row is garbled: '80%' under Temp. State and 'Normal' where the SoC belongs",
+    ),
+    (
+        "us2kbpl__session__tomascrespo-*",
+        "info",
+        REFUSED,
+        "dropped characters: 'Device ddress' (no address line), 'EPONPort rate : 120000mA'",
+    ),
     ("us2kbpl__session__tomascrespo-*", "info 1", REFUSED, "dropped characters: 'Deve addres' (no address line)"),
-    ("us2kbpl__session__tomascrespo-*", "info 2", REFUSED,
-     "dropped characters: 'Main Soft version' lost its colon; 'Console Port rate : 1152'"),
+    (
+        "us2kbpl__session__tomascrespo-*",
+        "info 2",
+        REFUSED,
+        "dropped characters: 'Main Soft version' lost its colon; 'Console Port rate : 1152'",
+    ),
     ("us2kbpl__session__tomascrespo-*", "bat 2", REFUSED, "the table header was lost"),
     ("us2kbpl__session__tomascrespo-*", "socd*", NOT_READ, "BQ34z100 gauge data (debug mode), not read"),
     # Accepted although corrupted: the garbled bytes sit in a label this program does not
@@ -72,12 +84,14 @@ EXPECTED = [
 
 # What the ParseError says for each refused or rejected exchange (file name pattern, command, regular expression).
 REFUSALS = [
-    ("pytes-e-box-4850p__bat-2__*", "bat 2",
-     r"^bat 2 line 15: column Temp\. State starts 4 character\(s\) off its header \(dropped character\?\): '2 .*80%"),
+    (
+        "pytes-e-box-4850p__bat-2__*",
+        "bat 2",
+        r"^bat 2 line 15: column Temp\. State starts 4 character\(s\) off its header \(dropped character\?\): '2 .*80%",
+    ),
     ("us2kbpl__session__tomascrespo-*", "info", r"^info: no 'Device address' line in the reply$"),
     ("us2kbpl__session__tomascrespo-*", "info 1", r"^info: no 'Device address' line in the reply$"),
-    ("us2kbpl__session__tomascrespo-*", "info 2",
-     r"^info line 7: not a 'key : value' line: 'Main Soft version +B67\.13\.0\.0'$"),
+    ("us2kbpl__session__tomascrespo-*", "info 2", r"^info line 7: not a 'key : value' line: 'Main Soft version +B67\.13\.0\.0'$"),
     ("us2kbpl__session__tomascrespo-*", "bat 2", r"^bat 2: no table header in the reply$"),
     ("*", "*", r"^(info|stat|bat \d+): the battery rejected the command: Invalid command or fail to excute[.!]$"),
 ]
@@ -124,7 +138,7 @@ def exchanges(name: str, text: str) -> Iterator[Tuple[str, str]]:
     current = None  # type: Optional[Tuple[str, List[str]]]
     for line in text.replace("\r\n", "\n").replace("\r", "\n").split("\n"):
         stripped = line.strip()
-        echoed = stripped[stripped.rfind(">") + 1:].strip() if ">" in stripped else ""
+        echoed = stripped[stripped.rfind(">") + 1 :].strip() if ">" in stripped else ""
         if echoed:
             if current is not None:
                 yield current[0], "\n".join(current[1])
@@ -144,8 +158,9 @@ def expected(name: str, command: str) -> Tuple[str, str]:
 
 def refusal(name: str, command: str) -> str:
     """The regular expression the ParseError of a refused or rejected exchange must match."""
-    return next(says for pattern, wanted, says in REFUSALS
-                if fnmatch.fnmatchcase(name, pattern) and fnmatch.fnmatchcase(command, wanted))
+    return next(
+        says for pattern, wanted, says in REFUSALS if fnmatch.fnmatchcase(name, pattern) and fnmatch.fnmatchcase(command, wanted)
+    )
 
 
 def parser_for(command: str) -> Optional[Callable[[str], object]]:
@@ -251,9 +266,12 @@ def test_every_exception_in_the_table_matches_a_capture(captures_dir: str) -> No
                     break
     unused = [EXPECTED[index][:2] for index in range(len(EXPECTED)) if index not in seen]
     assert unused == []
-    said = {refusal(name, command) for name in capture_names()
-            for command, _ in exchanges(name, load(os.path.join(captures_dir, name)))
-            if expected(name, command)[0] in (REFUSED, REJECTED) and parser_for(command) is not None}
+    said = {
+        refusal(name, command)
+        for name in capture_names()
+        for command, _ in exchanges(name, load(os.path.join(captures_dir, name)))
+        if expected(name, command)[0] in (REFUSED, REJECTED) and parser_for(command) is not None
+    }
     assert said == {says for _, _, says in REFUSALS}
     assert all(any(fnmatch.fnmatchcase(name, shape[0]) for name in capture_names()) for shape in PWR_SHAPES)
 

@@ -21,8 +21,7 @@ from extra200.poller import BankReader
 
 URL = "pylonsim://us2000c-3?drift=0&console_baud=4000000"
 # The pwr row's numeric columns, as token positions in the simulator's "mos" layout.
-PWR_COLUMNS = {"Volt": 1, "Curr": 2, "Tempr": 3, "Tlow": 4, "Thigh": 5, "Vlow": 6, "Vhigh": 7, "Coulomb": 12,
-               "MosTempr": 17}
+PWR_COLUMNS = {"Volt": 1, "Curr": 2, "Tempr": 3, "Tlow": 4, "Thigh": 5, "Vlow": 6, "Vhigh": 7, "Coulomb": 12, "MosTempr": 17}
 
 
 @pytest.fixture
@@ -39,24 +38,32 @@ def reader(monkeypatch: Any) -> Iterator[Tuple[BankReader, Any]]:
 
 def edit_token(row: int, column: int, rewrite: Callable[[bytes], bytes]) -> Callable[[bytes], bytes]:
     """A reply edit that rewrites one table cell: the ``column``-th token of the line whose first token is ``row``."""
+
     def edit(payload: bytes) -> bytes:
         lines = payload.split(b"\n")
         for i, line in enumerate(lines):
             tokens = list(re.finditer(rb"\S+", line))
             if tokens and tokens[0].group() == str(row).encode():
                 token = tokens[column]
-                lines[i] = line[:token.start()] + rewrite(token.group()) + line[token.end():]
+                lines[i] = line[: token.start()] + rewrite(token.group()) + line[token.end() :]
                 return b"\n".join(lines)
         raise AssertionError("row %d not in the reply" % row)
+
     return edit
 
 
-def change_digit(row: int, column: int, digit: int = 0, to: Callable[[str], str] = lambda d: str((int(d) + 5) % 10),
-                 ) -> Callable[[bytes], bytes]:
+def change_digit(
+    row: int,
+    column: int,
+    digit: int = 0,
+    to: Callable[[str], str] = lambda d: str((int(d) + 5) % 10),
+) -> Callable[[bytes], bytes]:
     """One digit (``digit``-th of the value, default the first) of one table cell changed, width kept."""
+
     def rewrite(value: bytes) -> bytes:
         at = [m.start() for m in re.finditer(rb"\d", value)][digit]
-        return value[:at] + to(chr(value[at])).encode() + value[at + 1:]
+        return value[:at] + to(chr(value[at])).encode() + value[at + 1 :]
+
     return edit_token(row, column, rewrite)
 
 
@@ -182,8 +189,9 @@ def test_jump_guard_holds_once_and_forgets_absent_units() -> None:
 
 def test_table_contradiction_names_both_sides() -> None:
     table = CellTable(1, tuple(CellRow(index=i, voltage=3.49, temperature=25.0) for i in range(15)))
-    row = PowerRow(address=1, present=True, cell_voltage_low=2.492, cell_voltage_high=3.49,
-                   cell_temp_low=24.0, cell_temp_high=26.0)
+    row = PowerRow(
+        address=1, present=True, cell_voltage_low=2.492, cell_voltage_high=3.49, cell_temp_low=24.0, cell_temp_high=26.0
+    )
     assert "2.492" in table_contradiction(row, table)
     assert table_contradiction(dataclasses.replace(row, cell_voltage_low=3.45), table) is None
 
@@ -198,8 +206,7 @@ def test_a_jump_the_cell_table_shows_too_is_believed_at_once(reader: Tuple[BankR
     assert row.cell_temp_high == 85.0 and row.cell_temp_low == 85.0
 
 
-def test_a_unit_that_leaves_between_pwr_and_its_cell_table_does_not_stop_cell_reads(
-        reader: Tuple[BankReader, Any]) -> None:
+def test_a_unit_that_leaves_between_pwr_and_its_cell_table_does_not_stop_cell_reads(reader: Tuple[BankReader, Any]) -> None:
     """A unit gone between the pwr table and its ``bat N`` answers with an error: that is no sign that the
     firmware refuses ``bat N`` (which would stop every unit's cell reads, and leave the cross-check with
     no fresh table for good)."""

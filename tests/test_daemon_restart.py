@@ -68,8 +68,7 @@ def test_energy_counters_survive_kill_9_without_reset_or_double_counting(tmp_pat
 
 
 def _device_topics(recorder, prefix, since=0, empty=False):
-    return {m[1] for m in recorder.messages[since:]
-            if m[1].startswith(prefix + "/device/") and (m[2] == b"") == empty}
+    return {m[1] for m in recorder.messages[since:] if m[1].startswith(prefix + "/device/") and (m[2] == b"") == empty}
 
 
 def _wait_devices(recorder, prefix, count, since=0, timeout=40.0):
@@ -81,8 +80,9 @@ def _wait_devices(recorder, prefix, count, since=0, timeout=40.0):
 
 def test_home_assistant_birth_and_a_battery_removed(tmp_path, broker, simulator):
     base, prefix = "rs", "hars"
-    config = write_config(str(tmp_path), broker.port, base, homeassistant={"discovery_prefix": prefix},
-                          battery={"addresses": [1, 2, 3]})
+    config = write_config(
+        str(tmp_path), broker.port, base, homeassistant={"discovery_prefix": prefix}, battery={"addresses": [1, 2, 3]}
+    )
     recorder = Recorder(broker.port, ("%s/#" % prefix, "%s/#" % base))
     daemon = DaemonProcess(config, simulator.path).start()
     try:
@@ -100,8 +100,9 @@ def test_home_assistant_birth_and_a_battery_removed(tmp_path, broker, simulator)
 
     # battery 3 leaves the bank and the configuration; the next start clears its device, only that one
     simulator.bank.set_absent(3)
-    config = write_config(str(tmp_path), broker.port, base, homeassistant={"discovery_prefix": prefix},
-                          battery={"addresses": [1, 2]})
+    config = write_config(
+        str(tmp_path), broker.port, base, homeassistant={"discovery_prefix": prefix}, battery={"addresses": [1, 2]}
+    )
     mark = recorder.count()
     daemon = DaemonProcess(config, simulator.path).start()
     try:

@@ -340,9 +340,7 @@ def test_high_level_cells_carry_every_column_and_off_none(mariadb, tmp_path, rec
     database = mariadb.create_database("levels")
     high = new_recorder(recorders, db_config(mariadb, database), tmp_path / "high", level="high")
     bank = make_bank(0)
-    bank.batteries[2] = make_battery(
-        2, 0, CellTable(2, (CellRow(index=0, voltage=3.3, extra={"DTemp. State": "Normal"}),))
-    )
+    bank.batteries[2] = make_battery(2, 0, CellTable(2, (CellRow(index=0, voltage=3.3, extra={"DTemp. State": "Normal"}),)))
     record(high, bank)
     wait_for(drained(high, 1))
     rows = query(mariadb, database, "SELECT * FROM cell_readings WHERE address = 1 AND cell = 4")
@@ -439,8 +437,7 @@ def test_daemon_killed_while_the_server_was_down_loses_nothing(own_mariadb, tmp_
     own_mariadb.stop()
     spool = str(tmp_path / "spool")
     fields = {
-        k: getattr(config, k)
-        for k in ("enabled", "host", "port", "user", "password", "database", "connect_timeout", "timeout")
+        k: getattr(config, k) for k in ("enabled", "host", "port", "user", "password", "database", "connect_timeout", "timeout")
     }
     script = CHILD.format(root=ROOT, tests=os.path.join(ROOT, "tests"), config=fields, spool=spool, count=10)
     child = subprocess.Popen([sys.executable, "-c", script], stdout=subprocess.PIPE, text=True)
@@ -486,9 +483,7 @@ def test_full_spool_drops_the_oldest_polls_and_says_so_once(own_mariadb, tmp_pat
     database = own_mariadb.create_database("bounded")
     own_mariadb.stop()
     # 0.2 MB: the smallest segment is 64 kB, so dropping frees a segment at a time.
-    recorder = new_recorder(
-        recorders, db_config(own_mariadb, database, spool_max_mb=0.2), tmp_path / "spool", level="off"
-    )
+    recorder = new_recorder(recorders, db_config(own_mariadb, database, spool_max_mb=0.2), tmp_path / "spool", level="off")
     count = 400
     for step in range(count):
         record(recorder, make_bank(step))
@@ -534,9 +529,7 @@ def test_schema_of_an_older_version_is_upgraded_in_place(mariadb, tmp_path, reco
         )
         cursor.execute("CREATE TABLE schema_info (name VARCHAR(64) NOT NULL PRIMARY KEY, value VARCHAR(255))")
         cursor.execute("INSERT INTO schema_info VALUES ('schema_version', '0')")
-        cursor.execute(
-            "INSERT INTO battery_readings (ts, address, voltage, soc) VALUES ('2024-01-01 00:00:00', 1, 52.5, 99)"
-        )
+        cursor.execute("INSERT INTO battery_readings (ts, address, voltage, soc) VALUES ('2024-01-01 00:00:00', 1, 52.5, 99)")
     recorder = new_recorder(recorders, db_config(mariadb, database), tmp_path / "spool")
     record(recorder, make_bank(0))
     wait_for(drained(recorder, 1))

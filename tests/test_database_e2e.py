@@ -42,9 +42,21 @@ def test_database_outage_and_daemon_restart_lose_nothing(tmp_path, broker, own_m
     database = own_mariadb.create_database("e2e")
     sim = PtySimulator("us2000c-3", drift=False)
     sim.start()
-    config = write_config(str(tmp_path), broker.port, "db", database={
-        "enabled": True, "host": "127.0.0.1", "port": own_mariadb.port, "user": own_mariadb.user,
-        "password": own_mariadb.password, "database": database, "connect_timeout": 2, "timeout": 5})
+    config = write_config(
+        str(tmp_path),
+        broker.port,
+        "db",
+        database={
+            "enabled": True,
+            "host": "127.0.0.1",
+            "port": own_mariadb.port,
+            "user": own_mariadb.user,
+            "password": own_mariadb.password,
+            "database": database,
+            "connect_timeout": 2,
+            "timeout": 5,
+        },
+    )
     recorder = Recorder(broker.port, ("db/pylon",))
     daemon = DaemonProcess(config, sim.path).start()
     try:

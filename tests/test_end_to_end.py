@@ -69,16 +69,18 @@ def test_daemon_publishes_correct_victron_json(tmp_path, broker, simulator):
     # the stop ends with the last word: charging stopped, no higher than the pack's voltage (sent again a
     # second later when it followed data within the second, which the driver could miss)
     words = [m for m in bank_messages if is_last_word(m)]
-    assert 1 <= len(words) <= 2 and bank_messages[-len(words):] == words
+    assert 1 <= len(words) <= 2 and bank_messages[-len(words) :] == words
     assert all(w == words[0] for w in words)
-    *bank_messages, stop = bank_messages[:len(bank_messages) - len(words) + 1]
+    *bank_messages, stop = bank_messages[: len(bank_messages) - len(words) + 1]
     assert is_last_word(stop) and stop["Info"]["MaxChargeCurrent"] == 0 and problems(stop) == []
     assert stop["Info"]["MaxChargeVoltage"] <= expected["voltage"] and stop["Alarms"]["BmsCable"] == 2
     assert len(bank_messages) >= 3
     # the first message goes out with the pwr table; the capacity (pwr N) follows at once
     assert bank_messages[-1]["InstalledCapacity"] == expected["capacity"]
     for payload in bank_messages:
-        assert problems(payload) == [] and not is_last_word(payload), [(m["Info"]["ChargeMode"], m["Info"]["ChargeLimitation"]) for m in bank_messages]
+        assert problems(payload) == [] and not is_last_word(payload), [
+            (m["Info"]["ChargeMode"], m["Info"]["ChargeLimitation"]) for m in bank_messages
+        ]
         assert payload["Dc"]["Voltage"] == expected["voltage"]
         assert payload["Dc"]["Current"] == expected["current"]
         assert payload["Soc"] == round(payload["Soc"], 1) and abs(payload["Soc"] - expected["soc"]) < 5
@@ -102,8 +104,9 @@ def test_daemon_publishes_correct_victron_json(tmp_path, broker, simulator):
         assert problems(payload) == []
         assert payload["Dc"]["Voltage"] == unit.voltage_mv / 1000.0
         assert payload["Soc"] == unit.soc
-        assert [payload["Voltages"]["Cell%d" % (i + 1)] for i in range(len(unit.cells_mv))] == \
-            [mv / 1000.0 for mv in unit.cells_mv]
+        assert [payload["Voltages"]["Cell%d" % (i + 1)] for i in range(len(unit.cells_mv))] == [
+            mv / 1000.0 for mv in unit.cells_mv
+        ]
     # not retained, at most one a second per topic (data; the last word goes out at once)
     bank_records = [m for m in recorder.messages if m[1] == base + "/pylon" and not is_last_word(json.loads(m[2]))]
     assert not any(m[3] for m in bank_records)
@@ -130,8 +133,7 @@ def test_broker_restart_during_a_run(tmp_path, own_broker, simulator):
         assert daemon.alive
         own_broker.start()
         recorder = Recorder(own_broker.port, ("%s/#" % base,))
-        message = recorder.wait_for(
-            lambda t, p: t == base + "/battery_1" and json.loads(p)["Soc"] == 55, timeout=60)
+        message = recorder.wait_for(lambda t, p: t == base + "/battery_1" and json.loads(p)["Soc"] == 55, timeout=60)
         assert message is not None, daemon.log()
         assert daemon.count("lost the connection") == 1  # logged once, not every poll
         assert daemon.terminate() == 0
@@ -149,8 +151,7 @@ def test_stale_data_pauses_the_bank_topic_and_marks_offline(tmp_path, broker, si
         assert recorder.wait_for(lambda t, p: t == base + "/status" and p == b"online", timeout=30), daemon.log()
         silenced = recorder.count()
         simulator.bank.set_silent(True)
-        assert recorder.wait_for(lambda t, p: t == base + "/status" and p == b"offline", timeout=30,
-                                 after=silenced), daemon.log()
+        assert recorder.wait_for(lambda t, p: t == base + "/status" and p == b"offline", timeout=30, after=silenced), daemon.log()
         silent_at = recorder.count()
         words = [json.loads(m[2]) for m in recorder.messages[silenced:silent_at] if m[1] == base + "/pylon"]
         assert words and all(is_last_word(w) for w in words[-1:]), words  # the GX is told to stop charging
@@ -173,8 +174,7 @@ def test_once_prints_the_payloads_and_exit_status(tmp_path, simulator):
     import sys
     from daemon_helpers import ENTRY
 
-    proc = subprocess.run([sys.executable, ENTRY, "--port", simulator.path, "--once"],
-                          capture_output=True, text=True, timeout=60)
+    proc = subprocess.run([sys.executable, ENTRY, "--port", simulator.path, "--once"], capture_output=True, text=True, timeout=60)
     assert proc.returncode == 0, proc.stderr
     result = json.loads(proc.stdout)
     assert set(result) == {"bank", "batteries"}
@@ -182,8 +182,12 @@ def test_once_prints_the_payloads_and_exit_status(tmp_path, simulator):
     assert len(result["batteries"]) == 3
     # an expected unit that is absent makes --once fail
     config = write_config(str(tmp_path), 1, "x", battery={"addresses": [1, 2, 3, 4]})
-    proc = subprocess.run([sys.executable, ENTRY, "--config", config, "--port", simulator.path, "--once"],
-                          capture_output=True, text=True, timeout=60)
+    proc = subprocess.run(
+        [sys.executable, ENTRY, "--config", config, "--port", simulator.path, "--once"],
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
     assert proc.returncode == 1
     assert "configured battery 4 is absent" in proc.stderr
 
@@ -193,8 +197,9 @@ def test_unreachable_port_is_named(tmp_path):
     import sys
     from daemon_helpers import ENTRY
 
-    proc = subprocess.run([sys.executable, ENTRY, "--port", str(tmp_path / "ttyNOPE"), "--once"],
-                          capture_output=True, text=True, timeout=60)
+    proc = subprocess.run(
+        [sys.executable, ENTRY, "--port", str(tmp_path / "ttyNOPE"), "--once"], capture_output=True, text=True, timeout=60
+    )
     assert proc.returncode == 1
     assert "ttyNOPE" in proc.stderr
 
@@ -208,10 +213,10 @@ def test_extra2000_over_a_pty_at_19200_woken_by_the_1200_baud_frame(tmp_path):
     sim = PtySimulator("extra2000", drift=False)
     sim.start()
     try:
-        config = write_config(str(tmp_path), 1, "x", serial={"baud": 19200, "login_debug": True},
-                              battery={"addresses": [1, 2]})
-        proc = subprocess.run([sys.executable, ENTRY, "--config", config, "--port", sim.path, "--once"],
-                              capture_output=True, text=True, timeout=120)
+        config = write_config(str(tmp_path), 1, "x", serial={"baud": 19200, "login_debug": True}, battery={"addresses": [1, 2]})
+        proc = subprocess.run(
+            [sys.executable, ENTRY, "--config", config, "--port", sim.path, "--once"], capture_output=True, text=True, timeout=120
+        )
         assert proc.returncode == 0, proc.stderr
         assert "wake-up frame" in proc.stderr and "rejects 'pwr'" in proc.stderr
         result = json.loads(proc.stdout)
@@ -235,9 +240,15 @@ def test_shipped_scenarios_poll_to_valid_payloads(scenario, tmp_path):
     from daemon_helpers import ENTRY
 
     cells = 16 if scenario.startswith("pytes") else 15
-    config = write_config(str(tmp_path), 1, "x", battery={"num_cells": cells, "max_charge_voltage": 55.2 if cells == 16 else 52.5})
-    proc = subprocess.run([sys.executable, ENTRY, "--config", config, "--port", "pylonsim://?scenario=%s&drift=0" % scenario,
-                           "--once"], capture_output=True, text=True, timeout=120)
+    config = write_config(
+        str(tmp_path), 1, "x", battery={"num_cells": cells, "max_charge_voltage": 55.2 if cells == 16 else 52.5}
+    )
+    proc = subprocess.run(
+        [sys.executable, ENTRY, "--config", config, "--port", "pylonsim://?scenario=%s&drift=0" % scenario, "--once"],
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
     assert proc.returncode == 0, proc.stderr
     result = json.loads(proc.stdout)
     assert problems(result["bank"]) == []
@@ -286,8 +297,12 @@ def _once(config, port, state_dir, timeout=120):
     import sys
     from daemon_helpers import ENTRY
 
-    return subprocess.run([sys.executable, ENTRY, "--config", str(config), "--port", port, "--state-dir", str(state_dir),
-                           "--once"], capture_output=True, text=True, timeout=timeout)
+    return subprocess.run(
+        [sys.executable, ENTRY, "--config", str(config), "--port", port, "--state-dir", str(state_dir), "--once"],
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+    )
 
 
 def _remembered(state_dir):
@@ -303,15 +318,25 @@ def test_original_program_config_on_an_extra2000_at_19200(tmp_path, broker):
     with open(os.path.join(FIXTURES, "config", "original-extra200tomqtt.yaml")) as handle:
         original = handle.read()
     config = tmp_path / "config.yaml"
-    config.write_text(_with_values(original, {
-        '"10.0.0.2"': '"127.0.0.1"', "port: 1883": "port: %d" % broker.port, '"/dev/ttyUSB0"': '"%s"' % sim.device,
-        "/opt/extra200tomqtt/ramdisk": str(tmp_path / "log")}))
+    config.write_text(
+        _with_values(
+            original,
+            {
+                '"10.0.0.2"': '"127.0.0.1"',
+                "port: 1883": "port: %d" % broker.port,
+                '"/dev/ttyUSB0"': '"%s"' % sim.device,
+                "/opt/extra200tomqtt/ramdisk": str(tmp_path / "log"),
+            },
+        )
+    )
     recorder = Recorder(broker.port, ("victron-battery-middleware/#",))
     daemon = DaemonProcess(str(config), sim.device, "--state-dir", str(tmp_path / "state")).start()
     try:
         # the first message goes out before the cells are read: wait for one with them
-        assert recorder.wait_for(lambda t, p: t == "victron-battery-middleware/pylon"
-                                 and json.loads(p)["System"].get("MinCellVoltage") is not None, timeout=90), daemon.log()
+        assert recorder.wait_for(
+            lambda t, p: t == "victron-battery-middleware/pylon" and json.loads(p)["System"].get("MinCellVoltage") is not None,
+            timeout=90,
+        ), daemon.log()
         assert daemon.terminate() == 0
     finally:
         daemon.kill()
@@ -322,8 +347,9 @@ def test_original_program_config_on_an_extra2000_at_19200(tmp_path, broker):
     assert "rejects 'pwr'" in log  # no pwr table: pwr N per configured address
     assert _remembered(tmp_path / "state") == {"port": sim.device, "baud": 19200}
     expected = expected_bank(sim)
-    bank = [json.loads(p) for p in recorder.on_topic("victron-battery-middleware/pylon")
-            if not is_last_word(json.loads(p))][-1]  # the last data message (the stop's last word follows it)
+    bank = [json.loads(p) for p in recorder.on_topic("victron-battery-middleware/pylon") if not is_last_word(json.loads(p))][
+        -1
+    ]  # the last data message (the stop's last word follows it)
     assert problems(bank) == []
     assert bank["Dc"]["Voltage"] == expected["voltage"] and bank["Soc"] == expected["soc"]
     assert bank["System"]["NrOfModulesOnline"] == 2
@@ -358,12 +384,25 @@ def test_a_mixed_15_and_16_cell_bank(tmp_path):
     import yaml
 
     scenario = tmp_path / "mixed.yaml"
-    scenario.write_text(yaml.safe_dump({
-        "name": "US2000C x2 + Pytes", "firmware": "us2000c-b67", "units": 3, "clock": "2025-06-01 12:00:00",
-        "defaults": {"capacity": 50, "current": 2.0, "soc": 60, "cell_voltage": 3.33, "max_charge_current": 90,
-                     "max_discharge_current": 90},
-        "unit": {2: {"cells": 16, "capacity": 100}},
-    }))
+    scenario.write_text(
+        yaml.safe_dump(
+            {
+                "name": "US2000C x2 + Pytes",
+                "firmware": "us2000c-b67",
+                "units": 3,
+                "clock": "2025-06-01 12:00:00",
+                "defaults": {
+                    "capacity": 50,
+                    "current": 2.0,
+                    "soc": 60,
+                    "cell_voltage": 3.33,
+                    "max_charge_current": 90,
+                    "max_discharge_current": 90,
+                },
+                "unit": {2: {"cells": 16, "capacity": 100}},
+            }
+        )
+    )
     sim = PtySimulator(str(scenario), drift=False)
     sim.start()
     try:
@@ -426,8 +465,9 @@ def test_recovery_detects_the_baud_again_after_unplug_and_console_reboot(tmp_pat
         time.sleep(2)
         sim.replug()
         # data again (not the last word said while the battery was away)
-        assert recorder.wait_for(lambda t, p: t == base + "/pylon" and not is_last_word(json.loads(p)), timeout=90,
-                                 after=recorder.count()), daemon.log()
+        assert recorder.wait_for(
+            lambda t, p: t == base + "/pylon" and not is_last_word(json.loads(p)), timeout=90, after=recorder.count()
+        ), daemon.log()
         assert daemon.wait_log("the console answers at 57600 baud", timeout=1), daemon.log()
         assert daemon.terminate() == 0
     finally:

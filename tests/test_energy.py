@@ -90,13 +90,16 @@ def test_gaps_and_unknown_power_are_not_integrated(tmp_path):
 
 def test_a_unit_absent_for_a_poll_is_not_integrated_across_its_absence(tmp_path):
     counters = EnergyCounters(str(tmp_path / "energy.json"))
-    _feed(counters, [
-        (T0, [(1, 50.0, 20.0), (2, 50.0, 20.0)]),
-        (T0 + 10, [(1, 50.0, 20.0), (2, 50.0, 20.0)]),
-        (T0 + 20, [(1, 50.0, 20.0)]),  # unit 2 absent
-        (T0 + 30, [(1, 50.0, 20.0), (2, 50.0, 20.0)]),
-        (T0 + 40, [(1, 50.0, 20.0), (2, 50.0, 20.0)]),
-    ])
+    _feed(
+        counters,
+        [
+            (T0, [(1, 50.0, 20.0), (2, 50.0, 20.0)]),
+            (T0 + 10, [(1, 50.0, 20.0), (2, 50.0, 20.0)]),
+            (T0 + 20, [(1, 50.0, 20.0)]),  # unit 2 absent
+            (T0 + 30, [(1, 50.0, 20.0), (2, 50.0, 20.0)]),
+            (T0 + 40, [(1, 50.0, 20.0), (2, 50.0, 20.0)]),
+        ],
+    )
     snap = counters.snapshot()
     assert snap.units[1].charged_kwh == round(40000 / 3.6e6, 6)
     assert snap.units[2].charged_kwh == round(20000 / 3.6e6, 6)
@@ -200,7 +203,8 @@ def test_stored_energy_uses_the_nominal_voltage():
 
 # A tiny program using EnergyCounters as the daemon does: an update per poll, a save on its cadence.
 # Its power falls linearly from +1000 W to -1000 W over 100 polls 10 s apart (50 V x (20 - 0.4 k) A).
-_PROGRAM = textwrap.dedent("""
+_PROGRAM = textwrap.dedent(
+    """
     import json, sys, time
     sys.path.insert(0, sys.argv[1])
     from extra200.derive import summarize_bank
@@ -224,12 +228,18 @@ _PROGRAM = textwrap.dedent("""
         time.sleep(600)
     counters.save()
     print(json.dumps([counters.totals("sn:PPTBH0240021001").__dict__, counters.totals("bank").__dict__]))
-""" % T0)
+"""
+    % T0
+)
 
 
 def _run(script, path, start, stop, hold):
-    return subprocess.Popen([sys.executable, script, ROOT, path, str(start), str(stop), "hold" if hold else "run"],
-                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    return subprocess.Popen(
+        [sys.executable, script, ROOT, path, str(start), str(stop), "hold" if hold else "run"],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
 
 
 def test_counters_survive_kill_9_without_reset_or_double_counting(tmp_path):

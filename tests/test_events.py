@@ -245,9 +245,7 @@ def test_snapshot_of_a_sixteen_cell_unit_and_of_a_unit_without_cells():
 
 def test_events_log_rotates_by_size_and_count(tmp_path):
     path = str(tmp_path / "events.log")
-    monitor = EventMonitor(
-        EventCatalogue.builtin(), path, level="warning", max_bytes=1000, backups=2, cell_snapshots=False
-    )
+    monitor = EventMonitor(EventCatalogue.builtin(), path, level="warning", max_bytes=1000, backups=2, cell_snapshots=False)
     for i in range(60):
         monitor.update(bank(unit(1, power=0x1 if i % 2 else 0)), T0 + i)
     monitor.close()
@@ -320,33 +318,23 @@ def test_overrides_from_yaml_and_json(tmp_path):
     )
     catalogue = EventCatalogue.builtin()
     catalogue.load_overrides(str(path))
-    assert catalogue.describe("bat_events", 0x10) == [
-        Event("bat_events", "0x10", "Cell over-voltage protection", "warning")
-    ]
-    assert catalogue.describe("power_events", 0x40 | 0x200000) == [
-        Event("power_events", "0x40", "Battery life alarm 1", "info")
-    ]
+    assert catalogue.describe("bat_events", 0x10) == [Event("bat_events", "0x10", "Cell over-voltage protection", "warning")]
+    assert catalogue.describe("power_events", 0x40 | 0x200000) == [Event("power_events", "0x40", "Battery life alarm 1", "info")]
     assert catalogue.describe_state("Base.St", "Balance") == Event("status", "Base.St=Balance", "balancing", "info")
     assert catalogue.describe_state("Volt.St", "Low") == Event("status", "Volt.St=Low", "voltage state Low", "info")
     assert EventCatalogue.builtin().describe("bat_events", 0x10)[0].name == "unknown bit 0x10"  # builtin untouched
 
     as_json = tmp_path / "events.json"
-    as_json.write_text(
-        json.dumps({"system_fault": {"64": {"level": "info"}}, "states": {"Heater Status=ON": "ignore"}})
-    )
+    as_json.write_text(json.dumps({"system_fault": {"64": {"level": "info"}}, "states": {"Heater Status=ON": "ignore"}}))
     catalogue = EventCatalogue.builtin()
     catalogue.load_overrides(str(as_json))
-    assert catalogue.describe("system_fault", 0x40) == [
-        Event("system_fault", "0x40", "Voltage detection error", "info")
-    ]
+    assert catalogue.describe("system_fault", 0x40) == [Event("system_fault", "0x40", "Voltage detection error", "info")]
     assert catalogue.describe_state("Heater Status", "ON") is None
 
 
 def test_a_bad_overrides_file_names_every_problem(tmp_path):
     path = tmp_path / "events.yaml"
-    path.write_text(
-        "alarms: {}\npower_events:\n  0x3: info\n  0x8: critical\n  0x10: {name: x, colour: red}\nstates: [Low]\n"
-    )
+    path.write_text("alarms: {}\npower_events:\n  0x3: info\n  0x8: critical\n  0x10: {name: x, colour: red}\nstates: [Low]\n")
     with pytest.raises(CatalogueError) as caught:
         EventCatalogue.builtin().load_overrides(str(path))
     assert caught.value.problems == [
@@ -361,8 +349,5 @@ def test_a_bad_overrides_file_names_every_problem(tmp_path):
 
 
 def test_default_events_log_path():
-    assert (
-        default_log_path("/var/log/extra200tomqtt/current.log", "/var/lib/x")
-        == "/var/log/extra200tomqtt/battery_events.log"
-    )
+    assert default_log_path("/var/log/extra200tomqtt/current.log", "/var/lib/x") == "/var/log/extra200tomqtt/battery_events.log"
     assert default_log_path("", "/var/lib/extra200tomqtt") == "/var/lib/extra200tomqtt/battery_events.log"

@@ -78,16 +78,24 @@ VICTRON_COUNTING = ("ChargedEnergy", "DischargedEnergy")  # they grow with time
 # Unknown in the clean bank too: no time to go while charging or resting, a unit without a MOSFET sensor.
 MAY_BE_UNKNOWN = {"TimeToGo", "MOSTemperature", "mos_temperature", "time_to_full", "time_to_empty"}
 HA_CONTROL = {
-    "charge_voltage_limit", "charge_current_limit", "discharge_current_limit", "charging_allowed",
-    "discharging_allowed", "charge_mode", "limit_reasons", "alarm", "events",
-    "energy_charged", "energy_discharged",  # they grow with time
+    "charge_voltage_limit",
+    "charge_current_limit",
+    "discharge_current_limit",
+    "charging_allowed",
+    "discharging_allowed",
+    "charge_mode",
+    "limit_reasons",
+    "alarm",
+    "events",
+    "energy_charged",
+    "energy_discharged",  # they grow with time
 }
 
 
 def ha_control(key: str) -> bool:
     """A Home Assistant state key that follows the charge control (its alarms, its attributes too)."""
     if key.endswith("_attributes"):
-        key = key[:-len("_attributes")]
+        key = key[: -len("_attributes")]
     return key in HA_CONTROL or key.startswith("alarm_")
 
 
@@ -170,8 +178,7 @@ def normalised(message: str) -> str:
 class Session:
     """One daemon on one simulator and a broker, with a recorder on ``<base>/#``."""
 
-    def __init__(self, directory: str, broker_port: int, device: str, base: str, *extra: str,
-                 **sections: Dict[str, Any]) -> None:
+    def __init__(self, directory: str, broker_port: int, device: str, base: str, *extra: str, **sections: Dict[str, Any]) -> None:
         os.makedirs(directory, exist_ok=True)
         self.base = base
         self.directory = directory
@@ -191,8 +198,7 @@ class Session:
 
     def data(self, start: int = 0, end: Optional[int] = None) -> List[Message]:
         """Messages with battery values (the last word carries none)."""
-        return [m for m in self.messages(start, end) if is_data(self.base, m[1])
-                and not is_last_word(self.base, m[1], m[2])]
+        return [m for m in self.messages(start, end) if is_data(self.base, m[1]) and not is_last_word(self.base, m[1], m[2])]
 
     def last_words(self, start: int = 0, end: Optional[int] = None) -> List[Message]:
         return [m for m in self.messages(start, end) if is_last_word(self.base, m[1], m[2])]
@@ -203,8 +209,9 @@ class Session:
     def wait_status(self, value: bytes, timeout: float, after: int = 0) -> Optional[Message]:
         return self.recorder.wait_for(lambda t, p: t == self.base + "/status" and p == value, timeout, after)
 
-    def wait_bank(self, timeout: float, after: int = 0,
-                  check: Callable[[Dict[str, Any]], bool] = lambda payload: True) -> Optional[Message]:
+    def wait_bank(
+        self, timeout: float, after: int = 0, check: Callable[[Dict[str, Any]], bool] = lambda payload: True
+    ) -> Optional[Message]:
         return self.recorder.wait_for(lambda t, p: t == self.base + "/pylon" and check(json.loads(p)), timeout, after)
 
     def wait_healthy(self, timeout: float, after: int = 0) -> None:
@@ -212,8 +219,9 @@ class Session:
         assert self.wait_status(b"online", timeout, after) or self.status(0)[-1:] == [b"online"], self.log()
         start = self.recorder.count()
         wanted = set(self.reference) or {self.base + "/pylon"}
-        assert wait_until(lambda: wanted <= {m[1] for m in self.data(start)}, timeout), \
+        assert wait_until(lambda: wanted <= {m[1] for m in self.data(start)}, timeout), (
             "no fresh data after recovery:\n%s" % self.log()
+        )
         assert self.wrong_values(start) == []
 
     # -- exactness ---------------------------------------------------------
@@ -228,11 +236,13 @@ class Session:
         def settled() -> bool:  # every topic has carried everything once the cells and identity are read
             for _, topic, payload, _ in self.data():
                 latest[topic] = payload
-            return wanted <= set(latest) and all(
-                complete(measured(self.base, topic, latest[topic])) for topic in wanted)
+            return wanted <= set(latest) and all(complete(measured(self.base, topic, latest[topic])) for topic in wanted)
 
-        assert wait_until(settled, 90), (self.log()[-3000:], {t: _unknowns(measured(self.base, t, latest[t]))
-                                                          for t in wanted if t in latest}, wanted - set(latest))
+        assert wait_until(settled, 90), (
+            self.log()[-3000:],
+            {t: _unknowns(measured(self.base, t, latest[t])) for t in wanted if t in latest},
+            wanted - set(latest),
+        )
         self.reference = {topic: measured(self.base, topic, payload) for topic, payload in latest.items()}
         # anchored in the simulated bank, so "equal to the reference" means "equal to the truth"
         expected = expected_bank(sim)
@@ -286,9 +296,12 @@ class Session:
         """Like ``warning_lines`` with the numbers blanked, so that repeats compare equal."""
         return [(name, normalised(message)) for name, message in self.warning_lines(start, end)]
 
-    def repeated(self, start: int = 0, end: Optional[int] = None,
-                 loggers: Callable[[str], bool] = lambda name: name != "extra200.transport",
-                 ) -> Dict[Tuple[str, str], int]:
+    def repeated(
+        self,
+        start: int = 0,
+        end: Optional[int] = None,
+        loggers: Callable[[str], bool] = lambda name: name != "extra200.transport",
+    ) -> Dict[Tuple[str, str], int]:
         """WARNING-or-worse messages logged more than once in the range (by default not the transport's)."""
         counts = collections.Counter(w for w in self.warnings(start, end) if loggers(w[0]))
         return {w: n for w, n in counts.items() if n > 1}
@@ -426,8 +439,7 @@ def soak(tmp_path_factory: Any, broker: Mosquitto) -> Iterator[Soak]:
     """A daemon reading every unit's cells each poll while the console loses and garbles bytes at random."""
     sim = PtySimulator("us2000c-3", drift=False)
     sim.start()
-    session = Session(str(tmp_path_factory.mktemp("soak")), broker.port, sim.path, "fd",
-                      serial={"cells_interval": 0})
+    session = Session(str(tmp_path_factory.mktemp("soak")), broker.port, sim.path, "fd", serial={"cells_interval": 0})
     run = Soak(sim, session)
     try:
         assert session.wait_status(b"online", 30), session.log()
@@ -497,7 +509,8 @@ def test_battery_drops_out_of_pwr_and_comes_back(clean: SerialSession) -> None:
     two = s.wait_bank(15, start, lambda p: p["System"]["NrOfModulesOnline"] == 2)
     assert two is not None, s.log()
     unit2_offline = s.recorder.wait_for(
-        lambda t, p: t == s.base + "/homeassistant/battery_2/availability" and p == b"offline", 10, start)
+        lambda t, p: t == s.base + "/homeassistant/battery_2/availability" and p == b"offline", 10, start
+    )
     assert unit2_offline is not None, "Home Assistant still shows battery 2 as available"
     time.sleep(3)
     expected = expected_bank(s.sim)  # units 1 and 3
@@ -543,8 +556,7 @@ def test_all_batteries_absent(clean: SerialSession) -> None:
     assert offline is not None, s.log()
     # The console answers at once, so no poll hangs: offline within stale_after of the last good poll.
     assert offline[0] - last_data <= STALE_AFTER + 2 * READING_FREQ + MARGIN
-    assert s.recorder.wait_for(
-        lambda t, p: t == s.base + "/homeassistant/bank/availability" and p == b"offline", 5, start)
+    assert s.recorder.wait_for(lambda t, p: t == s.base + "/homeassistant/bank/availability" and p == b"offline", 5, start)
     time.sleep(3)
     # Nothing invented for a bank without batteries: no data after the first poll that saw them go.
     late = [m for m in s.data(start) if m[0] > changed + READING_FREQ + 1.0]
@@ -596,8 +608,9 @@ def test_pwr_answers_then_the_console_falls_silent_mid_poll(clean: SerialSession
     sim.console.silence_after(2)  # the two reads of the next pwr, then silence
     assert wait_until(lambda: sim.bank.console_flags().silent, 10), s.log()
     silenced = time.monotonic()
-    word = s.recorder.wait_for(lambda t, p: is_last_word(s.base, t, p) and t == s.base + "/pylon",
-                               STALE_AFTER + FAILING_POLL + MARGIN, start)
+    word = s.recorder.wait_for(
+        lambda t, p: is_last_word(s.base, t, p) and t == s.base + "/pylon", STALE_AFTER + FAILING_POLL + MARGIN, start
+    )
     assert word is not None, s.log()
     assert json.loads(word[2])["Info"]["MaxChargeCurrent"] == 0
     time.sleep(3)
@@ -679,8 +692,7 @@ def test_broker_refusing_the_credentials(tmp_path: Any) -> None:
     server = AnonymousReadBroker(password_file=password_file).start()
     sim = PtySimulator("us2000c-3", drift=False)
     sim.start()
-    session = Session(str(tmp_path / "run"), server.port, sim.path, "fc",
-                      mqtt={"username": "daemon", "password": "wrong"})
+    session = Session(str(tmp_path / "run"), server.port, sim.path, "fc", mqtt={"username": "daemon", "password": "wrong"})
     try:
         assert session.daemon.wait_log("refused the connection", timeout=20), session.log()
         time.sleep(8)  # a few refused reconnects
@@ -792,7 +804,7 @@ def _reply_bytes(url: str, command: str, baud: int = 115200) -> Tuple[bytes, byt
         raw = console.command(command).raw
     echo = command.encode("ascii") + b"\n"
     assert raw.startswith(echo)
-    return echo, raw[len(echo):]
+    return echo, raw[len(echo) :]
 
 
 def test_a_cut_reply_is_never_complete_at_any_position() -> None:
@@ -893,8 +905,7 @@ def test_stop_within_two_seconds_while_a_command_waits_thirty(tmp_path: Any, bro
     """SIGTERM while a command waits for a silent console with command_timeout 30: out within 2 s."""
     sim = PtySimulator("us2000c-3", drift=False)
     sim.start()
-    session = Session(str(tmp_path / "long"), broker.port, sim.path, "fl",
-                      serial={"command_timeout": 30, "stale_after": 120})
+    session = Session(str(tmp_path / "long"), broker.port, sim.path, "fl", serial={"command_timeout": 30, "stale_after": 120})
     try:
         assert session.wait_status(b"online", 60), session.log()
         sim.bank.set_silent(True)
@@ -961,13 +972,18 @@ def _energy(path: str) -> Dict[str, Any]:
         return json.load(handle)
 
 
-def test_kill_9_and_restart_keeps_energy_and_database_rows(tmp_path: Any, broker: Mosquitto,
-                                                          own_mariadb: Any) -> None:
+def test_kill_9_and_restart_keeps_energy_and_database_rows(tmp_path: Any, broker: Mosquitto, own_mariadb: Any) -> None:
     """kill -9 while the database is frozen (polls only in the spool), then a restart: every poll reaches
     the database exactly once, and the energy counters neither lose nor double-count the gap."""
     database = {
-        "enabled": True, "host": "127.0.0.1", "port": own_mariadb.port, "user": own_mariadb.user,
-        "password": own_mariadb.password, "database": "faults", "connect_timeout": 2, "timeout": 3,
+        "enabled": True,
+        "host": "127.0.0.1",
+        "port": own_mariadb.port,
+        "user": own_mariadb.user,
+        "password": own_mariadb.password,
+        "database": "faults",
+        "connect_timeout": 2,
+        "timeout": 3,
     }
     sim = PtySimulator("us2000c-3", drift=False)
     sim.start()
@@ -1079,8 +1095,16 @@ def test_log_ramdisk_full(tmp_path: Any, broker: Mosquitto) -> None:
     sim.start()
     log_file = os.path.join(ramdisk, "battery_monitor.log")
     # DEBUG: every poll writes kilobytes, more than the slack in the log file's last page
-    session = Session(str(tmp_path / "run"), broker.port, sim.path, "fl", "--log-file", log_file,
-                      battery={"addresses": [1, 2, 3]}, logging={"level": "DEBUG"})
+    session = Session(
+        str(tmp_path / "run"),
+        broker.port,
+        sim.path,
+        "fl",
+        "--log-file",
+        log_file,
+        battery={"addresses": [1, 2, 3]},
+        logging={"level": "DEBUG"},
+    )
     try:
         assert session.wait_status(b"online", 30), session.log()
         session.take_reference(sim)
@@ -1094,8 +1118,7 @@ def test_log_ramdisk_full(tmp_path: Any, broker: Mosquitto) -> None:
         assert session.daemon.alive
         assert session.wait_bank(5, start)
         stderr = session.daemon.lines[lines:]
-        assert not any("Logging error" in line or line.startswith("Traceback") for line in stderr), \
-            "\n".join(stderr[:30])
+        assert not any("Logging error" in line or line.startswith("Traceback") for line in stderr), "\n".join(stderr[:30])
         full = [line for line in stderr if "No space left" in line or "log file" in line]
         # said once per file on the full disk: the main log, and the events log beside it
         assert len([line for line in full if "battery_monitor.log" in line]) == 1, full
@@ -1127,8 +1150,9 @@ def test_state_directory_read_only(tmp_path: Any, broker: Mosquitto) -> None:
         _mount("-o", "remount,bind,ro", state)
         # everything the daemon keeps there: energy counters, Home Assistant's record, the events log,
         # and (here) the status file
-        session = Session(directory, broker.port, sim.path, "fr",
-                          status_file={"enabled": True, "path": os.path.join(state, "status.json")})
+        session = Session(
+            directory, broker.port, sim.path, "fr", status_file={"enabled": True, "path": os.path.join(state, "status.json")}
+        )
         assert session.wait_status(b"online", 30), session.log()
         session.take_reference(sim)
         time.sleep(6)
@@ -1164,7 +1188,7 @@ CONFIG_MISTAKES = [
     pytest.param("mqqt:\n  broker: x\n", "mqqt", id="misspelt-section"),
     pytest.param("serial:\n  baudrate: 9600\n", "serial.baudrate", id="misspelt-key"),
     pytest.param("serial:\n  baud: fast\n", "serial.baud", id="word-for-number"),
-    pytest.param("mqtt:\n  port: \"1883\"\n", "mqtt.port", id="quoted-number"),
+    pytest.param('mqtt:\n  port: "1883"\n', "mqtt.port", id="quoted-number"),
     pytest.param("mqtt:\n  port: true\n", "mqtt.port", id="boolean-for-number"),
     pytest.param("mqtt:\n  port:\n", "mqtt.port", id="empty-value"),
     pytest.param("mqtt:\n  port: 70000\n", "mqtt.port", id="port-out-of-range"),
@@ -1180,27 +1204,28 @@ CONFIG_MISTAKES = [
     pytest.param("battery:\n  max_charge_current: -5\n", "battery.max_charge_current", id="negative-current"),
     pytest.param("mqtt:\n  tls:\n    enabled: yes please\n", "mqtt.tls.enabled", id="nested-boolean"),
     pytest.param("logging:\n  level: verbose\n", "logging.level", id="log-level"),
-    pytest.param("charge:\n  charge_cell_voltage_curve: \"3.50:100, 3.40:0\"\n",
-                 "charge.charge_cell_voltage_curve", id="curve-falling"),
+    pytest.param(
+        'charge:\n  charge_cell_voltage_curve: "3.50:100, 3.40:0"\n', "charge.charge_cell_voltage_curve", id="curve-falling"
+    ),
     pytest.param("homeassistant:\n  bank_id: My Bank\n", "homeassistant.bank_id", id="bank-id"),
     pytest.param("cells:\n  level: all\n", "cells.level", id="cells-level"),
-    pytest.param("serial:\n  baud: 1234\nmqtt:\n  port: 0\nbattery:\n  num_cells: 17\n",
-                 "serial.baud", id="three-mistakes-at-once"),
+    pytest.param(
+        "serial:\n  baud: 1234\nmqtt:\n  port: 0\nbattery:\n  num_cells: 17\n", "serial.baud", id="three-mistakes-at-once"
+    ),
     # mistakes that loaded in the first version and broke the daemon at run time
-    pytest.param("serial:\n  port: /dev/ttyUSB1\nserial:\n  baud: 19200\n", "serial",
-                 id="section-twice"),
-    pytest.param("mqtt:\n  broker: \"\"\n", "mqtt.broker", id="empty-broker"),
-    pytest.param("serial:\n  port: \"pylonsim://\"\n", "serial.port", id="simulator-in-a-file"),
-    pytest.param("mqtt:\n  topic_base: victron/#\n", "mqtt.topic_base",
-                 id="wildcard-topic"),
-    pytest.param("mqtt:\n  tls:\n    enabled: true\n    ca_file: /nonexistent/ca.pem\n", "mqtt.tls.ca_file",
-                 id="missing-ca-file"),
-    pytest.param("serial:\n  port: \"\"\n", "serial.port", id="empty-port"),
-    pytest.param("state_dir: \"\"\n", "state_dir",
-                 id="empty-state-dir"),
-    pytest.param("serial:\n  reading_freq: 10\n  stale_after: 5\n", "serial.stale_after",
-                 id="stale-before-next-poll"),
-    pytest.param("charge:\n  bulk_cell_voltage: 3.40\n  float_cell_voltage: 3.45\n", "charge.float_cell_voltage", id="float-above-bulk"),
+    pytest.param("serial:\n  port: /dev/ttyUSB1\nserial:\n  baud: 19200\n", "serial", id="section-twice"),
+    pytest.param('mqtt:\n  broker: ""\n', "mqtt.broker", id="empty-broker"),
+    pytest.param('serial:\n  port: "pylonsim://"\n', "serial.port", id="simulator-in-a-file"),
+    pytest.param("mqtt:\n  topic_base: victron/#\n", "mqtt.topic_base", id="wildcard-topic"),
+    pytest.param(
+        "mqtt:\n  tls:\n    enabled: true\n    ca_file: /nonexistent/ca.pem\n", "mqtt.tls.ca_file", id="missing-ca-file"
+    ),
+    pytest.param('serial:\n  port: ""\n', "serial.port", id="empty-port"),
+    pytest.param('state_dir: ""\n', "state_dir", id="empty-state-dir"),
+    pytest.param("serial:\n  reading_freq: 10\n  stale_after: 5\n", "serial.stale_after", id="stale-before-next-poll"),
+    pytest.param(
+        "charge:\n  bulk_cell_voltage: 3.40\n  float_cell_voltage: 3.45\n", "charge.float_cell_voltage", id="float-above-bulk"
+    ),
     pytest.param("charge:\n  low_soc_warning: 5\n  low_soc_alarm: 10\n", "charge.low_soc_alarm", id="alarm-before-warning"),
 ]
 
@@ -1210,8 +1235,9 @@ def test_config_file_mistakes_stop_with_exit_2_naming_the_key(tmp_path: Any, tex
     path = tmp_path / "config.yaml"
     path.write_text(text)
     # check-config loads the file exactly as the daemon does before anything else (cli.main)
-    proc = subprocess.run([sys.executable, ENTRY, "--config", str(path), "check-config"],
-                          capture_output=True, text=True, timeout=30)
+    proc = subprocess.run(
+        [sys.executable, ENTRY, "--config", str(path), "check-config"], capture_output=True, text=True, timeout=30
+    )
     assert proc.returncode == 2, proc.stdout + proc.stderr
     assert key in proc.stderr, proc.stderr
     assert "Traceback" not in proc.stderr
@@ -1222,10 +1248,13 @@ def test_the_daemon_itself_stops_with_exit_2(tmp_path: Any) -> None:
     """The daemon (not only check-config) stops at once on a broken, missing or unreadable file."""
     broken = tmp_path / "broken.yaml"
     broken.write_text("serial:\n  baudrate: 9600\n")
-    for path, words in ((broken, "serial.baudrate"), (tmp_path / "nothing.yaml", "cannot read"),
-                        (tmp_path, "cannot read")):
-        proc = subprocess.run([sys.executable, ENTRY, "--config", str(path), "--port", str(tmp_path / "ttyNONE")],
-                              capture_output=True, text=True, timeout=30)
+    for path, words in ((broken, "serial.baudrate"), (tmp_path / "nothing.yaml", "cannot read"), (tmp_path, "cannot read")):
+        proc = subprocess.run(
+            [sys.executable, ENTRY, "--config", str(path), "--port", str(tmp_path / "ttyNONE")],
+            capture_output=True,
+            text=True,
+            timeout=30,
+        )
         assert proc.returncode == 2, proc.stderr
         assert str(path) in proc.stderr and words in proc.stderr, proc.stderr
 
@@ -1233,8 +1262,9 @@ def test_the_daemon_itself_stops_with_exit_2(tmp_path: Any) -> None:
 def test_all_mistakes_of_a_file_at_once(tmp_path: Any) -> None:
     path = tmp_path / "config.yaml"
     path.write_text("serial:\n  baud: 9600x\n  reading_freq: 0\nmqtt:\n  port: 0\nbattery:\n  num_cells: 17\n")
-    proc = subprocess.run([sys.executable, ENTRY, "--config", str(path), "check-config"],
-                          capture_output=True, text=True, timeout=30)
+    proc = subprocess.run(
+        [sys.executable, ENTRY, "--config", str(path), "check-config"], capture_output=True, text=True, timeout=30
+    )
     assert proc.returncode == 2
     for key in ("serial.baud", "serial.reading_freq", "mqtt.port", "battery.num_cells"):
         assert key in proc.stderr, proc.stderr
@@ -1263,10 +1293,17 @@ def test_random_dropped_bytes_end(soak: Soak) -> None:
         published = [m for m in session.data(first, last) if m[1] == "fd/pylon"]
         assert len(published) >= 2, "phase %d: no poll got through, it tested nothing" % phase
     assert session.count("gave no confirmed reply", soak.first_line) >= 2
-    assert episodes_alternate(session, soak.first_line, [
-        (r"'([^']+)' gave no confirmed reply", r"'([^']+)' answers again"),
-        (r"marking the bank offline()", r"fresh data again()"),
-    ]) == []
+    assert (
+        episodes_alternate(
+            session,
+            soak.first_line,
+            [
+                (r"'([^']+)' gave no confirmed reply", r"'([^']+)' answers again"),
+                (r"marking the bank offline()", r"fresh data again()"),
+            ],
+        )
+        == []
+    )
     assert session.count("rejects", soak.first_line) == 0, "lost bytes taken for a rejected command"
 
 

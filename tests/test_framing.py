@@ -45,12 +45,7 @@ PWR_ROWS = (
     "2     52098  -2296  23800  22000  22000  3470   3474   Dischg   Normal   Normal   Normal   71%      2024-05-02 10:11:12  Normal   Normal",
     "3     -      -      -      -      -      -      -      Absent   -        -        -        -        -                    -        -",
 )
-PWR = (
-    b"\n\rpylon>\n\rpylon>pwr\n\r@\r\r\n"
-    + b"\r\r\n".join(row.encode() + b"  " for row in PWR_ROWS)
-    + END
-    + b"pylon>"
-)
+PWR = b"\n\rpylon>\n\rpylon>pwr\n\r@\r\r\n" + b"\r\r\n".join(row.encode() + b"  " for row in PWR_ROWS) + END + b"pylon>"
 
 INFO_LINES = (
     "Device address      : 2",
@@ -107,7 +102,13 @@ BANG_LF = (
 
 ERASE = b"\r\r" + b" " * 50 + b"\r\r\r\n"
 LOG_ENTRIES = [
-    (" Index   : %d" % index, " Time    : 24-03-0%d 08:00:00" % (index % 9), " ModID   : BMM", " Code    : %x" % (index * 7), " Info    : The device start charging.")
+    (
+        " Index   : %d" % index,
+        " Time    : 24-03-0%d 08:00:00" % (index % 9),
+        " ModID   : BMM",
+        " Code    : %x" % (index * 7),
+        " Info    : The device start charging.",
+    )
     for index in range(6, 0, -1)
 ]
 
@@ -150,12 +151,22 @@ UNSUCCESSFUL = b"\rpylon>\n\rpylon>bmuinfo 7\n\r@\r\n\rCommand completed unccess
 
 EMPTY_ERROR = b"pwr 9\n\r@\r\n\r$$\r\n\rpylon>"
 
-SPLIT_PROMPT = b"\n\rpylon>\n\rpylon>time\n\r@\r\n\rDs3231 2024-05-02 10:11:40\r\n\rCommand completed successfully\r\n\r$$\n\npylon>"
+SPLIT_PROMPT = (
+    b"\n\rpylon>\n\rpylon>time\n\r@\r\n\rDs3231 2024-05-02 10:11:40\r\n\rCommand completed successfully\r\n\r$$\n\npylon>"
+)
 
 CASES = {
     "pwr table, piled prompts": ("pwr", PWR, PWR_ROWS, True, None, "pylon>", 0),
     "info key:value": ("info 2", INFO, INFO_LINES, True, None, "pylon>", 0),
-    "unknown command": ("soh 1", SOH_UNKNOWN, ("Unknown command 'soh' - try 'help'",), False, "Unknown command 'soh' - try 'help'", "pylon>", 0),
+    "unknown command": (
+        "soh 1",
+        SOH_UNKNOWN,
+        ("Unknown command 'soh' - try 'help'",),
+        False,
+        "Unknown command 'soh' - try 'help'",
+        "pylon>",
+        0,
+    ),
     "bad index, echo with trailing space": (
         "bat 20",
         BAD_INDEX,
@@ -165,8 +176,24 @@ CASES = {
         "pylon>",
         0,
     ),
-    "missing @": ("stat", NO_AT, ("Device address           0", "Data Items      :      213", "CYCLE Times     :       41"), True, None, "pylon>", 0),
-    "glued @ and glued completion": ("bmuinfo 2", GLUED_AT, ("Manufacturer        : Pylon", "Cell Number         : 30"), True, None, "pylon>", 0),
+    "missing @": (
+        "stat",
+        NO_AT,
+        ("Device address           0", "Data Items      :      213", "CYCLE Times     :       41"),
+        True,
+        None,
+        "pylon>",
+        0,
+    ),
+    "glued @ and glued completion": (
+        "bmuinfo 2",
+        GLUED_AT,
+        ("Manufacturer        : Pylon", "Cell Number         : 30"),
+        True,
+        None,
+        "pylon>",
+        0,
+    ),
     "PYTES prompt": (
         "bat 1",
         PYTES_BAT,
@@ -194,14 +221,29 @@ CASES = {
     "help paged twice": (
         "help",
         HELP_PAGED,
-        ("Local command:", "bat      Battery data show", "pwr      Power data show", "soh      State of health", "stat     Statistic data show", "time     Time"),
+        (
+            "Local command:",
+            "bat      Battery data show",
+            "pwr      Power data show",
+            "soh      State of health",
+            "stat     Statistic data show",
+            "time     Time",
+        ),
         True,
         None,
         "PYTES>",
         2,
     ),
     "noise and an old tail before the echo": ("time", NOISE_TAIL, ("Ds3231 2024-05-02 10:11:40",), True, None, "pylon>", 0),
-    "unsuccessful completion": ("bmuinfo 7", UNSUCCESSFUL, ("Command completed unccessfully",), False, "Command completed unccessfully", "pylon>", 0),
+    "unsuccessful completion": (
+        "bmuinfo 7",
+        UNSUCCESSFUL,
+        ("Command completed unccessfully",),
+        False,
+        "Command completed unccessfully",
+        "pylon>",
+        0,
+    ),
     "empty error reply": ("pwr 9", EMPTY_ERROR, (), False, "empty reply without a completion line", "pylon>", 0),
     "blank line before the prompt": ("time", SPLIT_PROMPT, ("Ds3231 2024-05-02 10:11:40",), True, None, "pylon>", 0),
 }
@@ -235,7 +277,7 @@ def test_every_split_gives_the_same_reply(name: str) -> None:
 @pytest.mark.parametrize("name", CASE_IDS)
 def test_one_byte_at_a_time(name: str) -> None:
     command, data, _, _, _, _, pages = CASES[name]
-    assembler, continues = assemble(command, [data[i:i + 1] for i in range(len(data))])
+    assembler, continues = assemble(command, [data[i : i + 1] for i in range(len(data))])
     assert assembler.complete
     assert assembler.reply() == frame(command, data)
     assert continues == pages
@@ -246,7 +288,7 @@ def test_cut_short_is_never_complete(name: str) -> None:
     command, data, _, _, _, _, _ = CASES[name]
     assembler = ReplyAssembler(command)
     for position in range(len(data)):
-        assembler.feed(data[position:position + 1])
+        assembler.feed(data[position : position + 1])
         if position < len(data) - 1:
             assert not assembler.complete, position
             with pytest.raises(FramingError):
@@ -259,15 +301,15 @@ def test_page_prompt_asks_for_enter_once() -> None:
     assembler = ReplyAssembler("log")
     assembler.feed(data[: cut - 1])
     assert not assembler.needs_continue
-    assembler.feed(data[cut - 1:cut])
+    assembler.feed(data[cut - 1 : cut])
     assert assembler.needs_continue
     assembler.feed(b"")
     assert assembler.needs_continue
     assembler.continue_sent()
     assert not assembler.needs_continue
-    assembler.feed(data[cut:cut + 3])
+    assembler.feed(data[cut : cut + 3])
     assert not assembler.needs_continue
-    assembler.feed(data[cut + 3:])
+    assembler.feed(data[cut + 3 :])
     assert assembler.complete and not assembler.needs_continue
 
 
@@ -286,7 +328,7 @@ def _payload_positions(data: bytes) -> List[int]:
     """Offsets strictly inside payload text (not in line ends), after the "@" line."""
     start = data.index(b"@") + 1
     stop = data.index(b"Command completed")
-    return [i for i in range(start, stop) if data[i:i + 1] not in (b"\r", b"\n")]
+    return [i for i in range(start, stop) if data[i : i + 1] not in (b"\r", b"\n")]
 
 
 @pytest.mark.parametrize("bad", [b"\x00", b"\x1b", b"\xc8", b"\x7f", b"\xff"])
@@ -405,7 +447,7 @@ def test_raw_captures_frame(captures_dir: str) -> None:
     assert len(captures) >= 40
     for name, data in captures.items():
         command = _ECHO.search(data).group(1).decode()
-        assembler, continues = assemble(command, [data[i:i + 1] for i in range(len(data))])
+        assembler, continues = assemble(command, [data[i : i + 1] for i in range(len(data))])
         outcome = _outcome(name)
         if outcome == "incomplete":
             assert not assembler.complete and continues == 1, name
@@ -429,7 +471,7 @@ def test_raw_captures_frame(captures_dir: str) -> None:
 
 def test_endless_line_is_dropped_before_the_echo_and_fatal_after_it() -> None:
     noise = b"\xaa\x55" * 6000  # no line end at all
-    assembler, _ = assemble("stat", [noise[i:i + 40] for i in range(0, len(noise), 40)] + [b"\r\n", NO_AT])
+    assembler, _ = assemble("stat", [noise[i : i + 40] for i in range(0, len(noise), 40)] + [b"\r\n", NO_AT])
     assert assembler.reply().lines[0] == "Device address           0"
     echo_end = NO_AT.index(b"\r\r\n") + 3
     data = NO_AT[:echo_end] + b"x" * 5000 + b"\r\r\n" + NO_AT[echo_end:]

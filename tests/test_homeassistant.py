@@ -59,24 +59,85 @@ WAIT = 15.0  # generous: a loaded 2-core CI machine
 # ---------------------------------------------------------------------------
 
 ABBREVIATIONS = {
-    "p": "platform", "uniq_id": "unique_id", "def_ent_id": "default_entity_id", "dev_cla": "device_class",
-    "stat_cla": "state_class", "unit_of_meas": "unit_of_measurement", "sug_dsp_prc": "suggested_display_precision",
-    "ent_cat": "entity_category", "en": "enabled_by_default", "exp_aft": "expire_after", "val_tpl": "value_template",
-    "stat_t": "state_topic", "avty": "availability", "avty_t": "availability_topic", "avty_mode": "availability_mode",
-    "json_attr_t": "json_attributes_topic", "cmps": "components", "o": "origin", "dev": "device",
-    "ids": "identifiers", "cns": "connections", "mf": "manufacturer", "mdl": "model", "mdl_id": "model_id",
-    "sw": "sw_version", "hw": "hw_version", "sn": "serial_number", "sa": "suggested_area",
-    "cu": "configuration_url", "url": "support_url", "t": "topic", "ic": "icon",
+    "p": "platform",
+    "uniq_id": "unique_id",
+    "def_ent_id": "default_entity_id",
+    "dev_cla": "device_class",
+    "stat_cla": "state_class",
+    "unit_of_meas": "unit_of_measurement",
+    "sug_dsp_prc": "suggested_display_precision",
+    "ent_cat": "entity_category",
+    "en": "enabled_by_default",
+    "exp_aft": "expire_after",
+    "val_tpl": "value_template",
+    "stat_t": "state_topic",
+    "avty": "availability",
+    "avty_t": "availability_topic",
+    "avty_mode": "availability_mode",
+    "json_attr_t": "json_attributes_topic",
+    "cmps": "components",
+    "o": "origin",
+    "dev": "device",
+    "ids": "identifiers",
+    "cns": "connections",
+    "mf": "manufacturer",
+    "mdl": "model",
+    "mdl_id": "model_id",
+    "sw": "sw_version",
+    "hw": "hw_version",
+    "sn": "serial_number",
+    "sa": "suggested_area",
+    "cu": "configuration_url",
+    "url": "support_url",
+    "t": "topic",
+    "ic": "icon",
     "json_attr_tpl": "json_attributes_template",
 }
-ROOT_KEYS = {"device", "origin", "components", "state_topic", "availability", "availability_topic",
-             "availability_mode", "qos", "encoding"}
-DEVICE_KEYS = {"identifiers", "connections", "name", "manufacturer", "model", "model_id", "sw_version",
-               "hw_version", "serial_number", "suggested_area", "configuration_url", "via_device"}
+ROOT_KEYS = {
+    "device",
+    "origin",
+    "components",
+    "state_topic",
+    "availability",
+    "availability_topic",
+    "availability_mode",
+    "qos",
+    "encoding",
+}
+DEVICE_KEYS = {
+    "identifiers",
+    "connections",
+    "name",
+    "manufacturer",
+    "model",
+    "model_id",
+    "sw_version",
+    "hw_version",
+    "serial_number",
+    "suggested_area",
+    "configuration_url",
+    "via_device",
+}
 ORIGIN_KEYS = {"name", "sw_version", "support_url"}
-COMMON_KEYS = {"platform", "unique_id", "default_entity_id", "name", "device_class", "entity_category",
-               "enabled_by_default", "expire_after", "value_template", "state_topic", "availability",
-               "availability_mode", "device", "qos", "icon", "json_attributes_topic", "json_attributes_template"}
+COMMON_KEYS = {
+    "platform",
+    "unique_id",
+    "default_entity_id",
+    "name",
+    "device_class",
+    "entity_category",
+    "enabled_by_default",
+    "expire_after",
+    "value_template",
+    "state_topic",
+    "availability",
+    "availability_mode",
+    "device",
+    "qos",
+    "icon",
+    "json_attributes_topic",
+    "json_attributes_template",
+}
 SENSOR_KEYS = COMMON_KEYS | {"unit_of_measurement", "state_class", "suggested_display_precision", "options"}
 BINARY_SENSOR_KEYS = COMMON_KEYS | {"payload_on", "payload_off"}
 # binary_sensor device classes used here, from Home Assistant's list
@@ -107,12 +168,10 @@ def expand(options: Dict[str, Any]) -> Dict[str, Any]:
     return {ABBREVIATIONS.get(k, k): v for k, v in options.items()}
 
 
-def sensor_problems(where: str, comp: Dict[str, Any], seen_ids: Dict[str, str],
-                    platform: str = "sensor") -> List[str]:
+def sensor_problems(where: str, comp: Dict[str, Any], seen_ids: Dict[str, str], platform: str = "sensor") -> List[str]:
     """One entity's options (full names) against section 7; records its unique id and entity id."""
     keys = SENSOR_KEYS if platform == "sensor" else BINARY_SENSOR_KEYS
-    problems = ["%s: unknown key %s (Home Assistant drops it silently)" % (where, k) for k in comp
-                if k not in keys]
+    problems = ["%s: unknown key %s (Home Assistant drops it silently)" % (where, k) for k in comp if k not in keys]
     for required in ("unique_id", "name", "value_template", "default_entity_id"):
         if not comp.get(required):
             problems.append("%s: no %s" % (where, required))
@@ -133,7 +192,8 @@ def sensor_problems(where: str, comp: Dict[str, Any], seen_ids: Dict[str, str],
     elif icon is not None and not ICON.match(str(icon)):
         problems.append("%s: icon %r" % (where, icon))
     if ("json_attributes_topic" in comp) != ("json_attributes_template" in comp) or (
-            "json_attributes_template" in comp and not ATTRIBUTES_TEMPLATE.match(comp["json_attributes_template"])):
+        "json_attributes_template" in comp and not ATTRIBUTES_TEMPLATE.match(comp["json_attributes_template"])
+    ):
         problems.append("%s: json attributes need a topic and a template of value_json.<key> | tojson" % where)
     if platform == "binary_sensor":
         if device_class not in BINARY_CLASSES:
@@ -151,8 +211,7 @@ def sensor_problems(where: str, comp: Dict[str, Any], seen_ids: Dict[str, str],
             if unit not in units:
                 problems.append("%s: unit %r not valid with device_class %r" % (where, unit, device_class))
             if state_class not in classes:
-                problems.append("%s: state_class %r impossible for device_class %r"
-                                % (where, state_class, device_class))
+                problems.append("%s: state_class %r impossible for device_class %r" % (where, state_class, device_class))
     if state_class == "measurement" and not (isinstance(comp.get("expire_after"), int) and comp["expire_after"] > 0):
         problems.append("%s: a measurement without expire_after" % where)
     if comp.get("entity_category") not in (None, "diagnostic"):
@@ -167,8 +226,7 @@ def sensor_problems(where: str, comp: Dict[str, Any], seen_ids: Dict[str, str],
     return problems
 
 
-def discovery_problems(topic: str, payload: bytes, prefix: str, daemon_topic: str,
-                       seen_ids: Dict[str, str]) -> List[str]:
+def discovery_problems(topic: str, payload: bytes, prefix: str, daemon_topic: str, seen_ids: Dict[str, str]) -> List[str]:
     """A device discovery message against sections 1-4 and 6-7 of the notes."""
     match = re.match(r"^%s/device/([^/]+)/config$" % re.escape(prefix), topic)
     if not match or not ID.match(match.group(1)):
@@ -191,8 +249,11 @@ def discovery_problems(topic: str, payload: bytes, prefix: str, daemon_topic: st
     if not doc.get("state_topic"):
         problems.append("%s: no state_topic" % topic)
     availability = [expand(a) for a in doc.get("availability") or []]
-    if len(availability) != 2 or doc.get("availability_mode") != "all" or \
-            daemon_topic not in [a.get("topic") for a in availability]:
+    if (
+        len(availability) != 2
+        or doc.get("availability_mode") != "all"
+        or daemon_topic not in [a.get("topic") for a in availability]
+    ):
         problems.append("%s: availability must list the daemon's and the device's topic, mode all" % topic)
     components = doc["components"]
     if not components:
@@ -251,28 +312,75 @@ def state_problems(config: Dict[str, Any], state: Dict[str, Any]) -> List[str]:
 # Banks, by hand: Pylontech US3000C (15 cells) and Pytes E-BOX-48100V-D (16 cells)
 # ---------------------------------------------------------------------------
 
+
 def us3000c(address: int, amps: float = 8.0, barcode: bool = True) -> Battery:
     volts = [3.337 + 0.001 * (i % 4) for i in range(15)]
     volts[6] = 3.331
     volts[11] = 3.346
     battery = Battery(address)
     battery.row = PowerRow(
-        address=address, present=True, voltage=50.125, current=amps, temperature=24.0, cell_temp_low=22.0,
-        cell_temp_high=23.5, cell_voltage_low=3.331, cell_voltage_high=3.346,
-        base_state="Charge" if amps > 0 else "Dischg", voltage_state="Normal", current_state="Normal",
-        temperature_state="Normal", soc=76.0, time="2026-11-20 10:00:00",
-        battery_voltage_state="Normal", battery_temperature_state="Normal", mos_temperature=25.5,
-        mos_temperature_state="Normal", system_alarm_state="Normal")
-    battery.detail = PowerDetail(address=address, voltage=50.125, current=amps, total_capacity=74.0, soh_state="Normal",
-                                 bat_events=0, power_events=0, system_fault=0)
-    battery.cells = CellTable(address, tuple(
-        CellRow(index=i, voltage=v, current=amps, temperature=22.0 + (i // 5) * 0.5, base_state="Charge",
-                voltage_state="Normal", current_state="Normal", temperature_state="Normal", soc=76.0, coulomb=56.24,
-                balancing=(i == 11)) for i, v in enumerate(volts)))
-    battery.info = DeviceInfo(address=address, manufacturer="Pylon", device_name="US3000C", board_version="PHANTOMSAD",
-                              main_soft_version="B69.25.0.0", soft_version="V2.9", specification="48V/74AH",
-                              barcode=("PPTBH02400210%03d" % address) if barcode else None, nominal_capacity=74.0,
-                              cell_count=15)
+        address=address,
+        present=True,
+        voltage=50.125,
+        current=amps,
+        temperature=24.0,
+        cell_temp_low=22.0,
+        cell_temp_high=23.5,
+        cell_voltage_low=3.331,
+        cell_voltage_high=3.346,
+        base_state="Charge" if amps > 0 else "Dischg",
+        voltage_state="Normal",
+        current_state="Normal",
+        temperature_state="Normal",
+        soc=76.0,
+        time="2026-11-20 10:00:00",
+        battery_voltage_state="Normal",
+        battery_temperature_state="Normal",
+        mos_temperature=25.5,
+        mos_temperature_state="Normal",
+        system_alarm_state="Normal",
+    )
+    battery.detail = PowerDetail(
+        address=address,
+        voltage=50.125,
+        current=amps,
+        total_capacity=74.0,
+        soh_state="Normal",
+        bat_events=0,
+        power_events=0,
+        system_fault=0,
+    )
+    battery.cells = CellTable(
+        address,
+        tuple(
+            CellRow(
+                index=i,
+                voltage=v,
+                current=amps,
+                temperature=22.0 + (i // 5) * 0.5,
+                base_state="Charge",
+                voltage_state="Normal",
+                current_state="Normal",
+                temperature_state="Normal",
+                soc=76.0,
+                coulomb=56.24,
+                balancing=(i == 11),
+            )
+            for i, v in enumerate(volts)
+        ),
+    )
+    battery.info = DeviceInfo(
+        address=address,
+        manufacturer="Pylon",
+        device_name="US3000C",
+        board_version="PHANTOMSAD",
+        main_soft_version="B69.25.0.0",
+        soft_version="V2.9",
+        specification="48V/74AH",
+        barcode=("PPTBH02400210%03d" % address) if barcode else None,
+        nominal_capacity=74.0,
+        cell_count=15,
+    )
     counters = {label: str(address * 10 + n) for n, (label, _, _) in enumerate(STAT_COUNTERS)}
     counters.update({"CYCLE Times": str(310 + address), "Charge Times": "21462"})
     battery.stats = Statistics(address=address, cycle_count=310 + address, soh=99.0 - address, counters=counters)
@@ -284,17 +392,52 @@ def pytes(address: int) -> Battery:
     barcode = "PYT48100V2236%04d" % address
     battery = Battery(address)
     battery.row = PowerRow(
-        address=address, present=True, voltage=53.21, current=-12.5, temperature=21.0, cell_temp_low=19.0,
-        cell_temp_high=20.0, cell_voltage_low=3.322, cell_voltage_high=3.330, base_state="Dischg",
-        voltage_state="Normal", current_state="Normal", temperature_state="Normal", soc=64.0,
-        time="2026-11-20 10:00:00", battery_voltage_state="Normal", battery_temperature_state="Normal",
-        barcode=barcode, device_type="E-BOX-48100V-D")
+        address=address,
+        present=True,
+        voltage=53.21,
+        current=-12.5,
+        temperature=21.0,
+        cell_temp_low=19.0,
+        cell_temp_high=20.0,
+        cell_voltage_low=3.322,
+        cell_voltage_high=3.330,
+        base_state="Dischg",
+        voltage_state="Normal",
+        current_state="Normal",
+        temperature_state="Normal",
+        soc=64.0,
+        time="2026-11-20 10:00:00",
+        battery_voltage_state="Normal",
+        battery_temperature_state="Normal",
+        barcode=barcode,
+        device_type="E-BOX-48100V-D",
+    )
     battery.detail = PowerDetail(address=address, total_capacity=100.0, power_events=0x800000)
-    battery.cells = CellTable(address, tuple(
-        CellRow(index=i, voltage=3.322 + 0.0005 * i, temperature=19.0 + (i % 2), base_state="Dischg",
-                voltage_state="Normal", temperature_state="Normal", soc=64.0, coulomb=64.0) for i in range(16)))
-    battery.info = DeviceInfo(address=address, manufacturer="PYTES", device_name="E-BOX-48100V-D",
-                              main_soft_version="V1.10", barcode=barcode, nominal_capacity=100.0, cell_count=16)
+    battery.cells = CellTable(
+        address,
+        tuple(
+            CellRow(
+                index=i,
+                voltage=3.322 + 0.0005 * i,
+                temperature=19.0 + (i % 2),
+                base_state="Dischg",
+                voltage_state="Normal",
+                temperature_state="Normal",
+                soc=64.0,
+                coulomb=64.0,
+            )
+            for i in range(16)
+        ),
+    )
+    battery.info = DeviceInfo(
+        address=address,
+        manufacturer="PYTES",
+        device_name="E-BOX-48100V-D",
+        main_soft_version="V1.10",
+        barcode=barcode,
+        nominal_capacity=100.0,
+        cell_count=16,
+    )
     battery.info_time = battery.row_time = 100.0  # stat N is rejected on this firmware: no stats
     return battery
 
@@ -303,8 +446,7 @@ def bank_of(*batteries: Battery, missing: Tuple[int, ...] = ()) -> Bank:
     units = {b.address: b for b in batteries}
     for address in missing:
         units[address] = Battery(address)
-    return Bank(batteries=units, expected=tuple(sorted(units)), missing=missing, poll_time=NOW,
-                complete=not missing)
+    return Bank(batteries=units, expected=tuple(sorted(units)), missing=missing, poll_time=NOW, complete=not missing)
 
 
 @dataclasses.dataclass
@@ -322,13 +464,13 @@ class Limits:
 
 
 def energy_for(bank: Bank) -> EnergySnapshot:
-    return EnergySnapshot(bank=EnergyTotals(12.5, 10.25),
-                          units={a: EnergyTotals(4.0 + a, 3.0 + a) for a in bank.batteries})
+    return EnergySnapshot(bank=EnergyTotals(12.5, 10.25), units={a: EnergyTotals(4.0 + a, 3.0 + a) for a in bank.batteries})
 
 
 # ---------------------------------------------------------------------------
 # MQTT helpers: real paho clients on the real broker
 # ---------------------------------------------------------------------------
+
 
 def _client(port: int, name: str) -> mqtt.Client:
     client_id = "%s-%s" % (name, uuid.uuid4().hex[:8])
@@ -448,8 +590,7 @@ class Scene:
             config = replace(config, "cells", level=changes["level"])
         if "addresses" in changes:
             config = replace(config, "battery", addresses=changes["addresses"])
-        publisher = HomeAssistantPublisher(config, self.link.publish, self.link.subscribe, self.daemon_topic,
-                                           self.state_dir)
+        publisher = HomeAssistantPublisher(config, self.link.publish, self.link.subscribe, self.daemon_topic, self.state_dir)
         publisher.start()
         self.publishers.append(publisher)
         return publisher
@@ -491,16 +632,16 @@ def scene_factory(broker, tmp_path):
         scene.close()
 
 
-def run_poll(scene: Scene, publisher: HomeAssistantPublisher, bank: Bank, now: float = NOW,
-             limits: Optional[Limits] = None) -> None:
+def run_poll(
+    scene: Scene, publisher: HomeAssistantPublisher, bank: Bank, now: float = NOW, limits: Optional[Limits] = None
+) -> None:
     summary = summarize_bank(bank)
     publisher.update(bank, summary, limits if limits is not None else Limits(), energy_for(bank), now)
 
 
 def wait_for_states(scene: Scene, names: List[str], count: int = 1) -> Dict[str, Dict[str, Any]]:
     topics = [scene.state_topic(n) for n in names]
-    scene.collector.wait_for(lambda: all(len(scene.collector.on(t)) >= count for t in topics),
-                             "states on %s" % names)
+    scene.collector.wait_for(lambda: all(len(scene.collector.on(t)) >= count for t in topics), "states on %s" % names)
     return {n: json.loads(scene.collector.on(t)[-1]) for n, t in zip(names, topics)}
 
 
@@ -526,6 +667,7 @@ def battery_keys(count: int, make_barcode: Callable[[int], str]) -> List[str]:
 # Discovery payloads
 # ---------------------------------------------------------------------------
 
+
 def test_three_us3000c_at_cell_level_low(scene_factory):
     scene = scene_factory(level="low")
     publisher = scene.publisher()
@@ -538,22 +680,45 @@ def test_three_us3000c_at_cell_level_low(scene_factory):
     check_everything(scene, configs, states)
 
     battery = json.loads(configs[scene.config_topic(keys[2])])
-    assert battery["dev"] == {"ids": ["pylontech_PPTBH02400210002"], "name": "Battery 2", "mf": "Pylontech",
-                              "mdl": "US3000C", "sw": "B69.25.0.0", "hw": "PHANTOMSAD", "sn": "PPTBH02400210002",
-                              "via_device": "pylontech_bank"}
+    assert battery["dev"] == {
+        "ids": ["pylontech_PPTBH02400210002"],
+        "name": "Battery 2",
+        "mf": "Pylontech",
+        "mdl": "US3000C",
+        "sw": "B69.25.0.0",
+        "hw": "PHANTOMSAD",
+        "sn": "PPTBH02400210002",
+        "via_device": "pylontech_bank",
+    }
     assert battery["o"]["name"] == "extra200tomqtt" and battery["o"]["sw"]
     assert battery["stat_t"] == scene.state_topic("battery_2")
     assert battery["avty"] == [{"t": scene.daemon_topic}, {"t": "%s/homeassistant/battery_2/availability" % scene.base}]
     voltage = battery["cmps"]["voltage"]
-    assert voltage == {"p": "sensor", "name": "Voltage", "uniq_id": "pylontech_PPTBH02400210002_voltage",
-                       "def_ent_id": "sensor.pylontech_battery_2_voltage", "dev_cla": "voltage",
-                       "unit_of_meas": "V", "stat_cla": "measurement", "sug_dsp_prc": 2, "exp_aft": 30,
-                       "val_tpl": "{{ value_json.voltage }}", "ic": "mdi:sine-wave"}
+    assert voltage == {
+        "p": "sensor",
+        "name": "Voltage",
+        "uniq_id": "pylontech_PPTBH02400210002_voltage",
+        "def_ent_id": "sensor.pylontech_battery_2_voltage",
+        "dev_cla": "voltage",
+        "unit_of_meas": "V",
+        "stat_cla": "measurement",
+        "sug_dsp_prc": 2,
+        "exp_aft": 30,
+        "val_tpl": "{{ value_json.voltage }}",
+        "ic": "mdi:sine-wave",
+    }
     alarm = battery["cmps"]["alarm"]
-    assert alarm == {"p": "binary_sensor", "name": "Alarm", "uniq_id": "pylontech_PPTBH02400210002_alarm",
-                     "def_ent_id": "binary_sensor.pylontech_battery_2_alarm", "dev_cla": "problem", "exp_aft": 30,
-                     "val_tpl": "{{ value_json.alarm }}", "json_attr_t": scene.state_topic("battery_2"),
-                     "json_attr_tpl": "{{ value_json.alarm_attributes | tojson }}"}
+    assert alarm == {
+        "p": "binary_sensor",
+        "name": "Alarm",
+        "uniq_id": "pylontech_PPTBH02400210002_alarm",
+        "def_ent_id": "binary_sensor.pylontech_battery_2_alarm",
+        "dev_cla": "problem",
+        "exp_aft": 30,
+        "val_tpl": "{{ value_json.alarm }}",
+        "json_attr_t": scene.state_topic("battery_2"),
+        "json_attr_tpl": "{{ value_json.alarm_attributes | tojson }}",
+    }
     assert battery["cmps"]["charging"]["dev_cla"] == "battery_charging"
     assert battery["cmps"]["current"]["name"] == "Current (+ charging)"
     assert battery["cmps"]["power"]["name"] == "Power (+ discharging)"
@@ -593,7 +758,8 @@ def test_three_us3000c_at_cell_level_low(scene_factory):
     assert bank_state["units_online"] == 3
     assert bank_state["charge_voltage_limit"] == 52.5 and bank_state["discharge_current_limit"] == 90.0
     assert bank_state["charging_allowed"] == "ON" and bank_state["charging_allowed_attributes"] == {
-        "reason": "configured maximum"}
+        "reason": "configured maximum"
+    }
     assert bank_state["alarm"] == "ON" and bank_state["alarm_attributes"] == {"alarms": [], "warnings": ["Low SoC"]}
     assert bank_state["alarm_low_soc"] == "ON" and bank_state["alarm_low_soc_attributes"] == {"level": "warning"}
     assert bank_state["alarm_high_voltage"] == "OFF"
@@ -603,8 +769,9 @@ def test_three_us3000c_at_cell_level_low(scene_factory):
     assert bank_state["time_to_empty"] == round(151848.0 / 3600, 2)  # hours: 3 x 56.24 Ah at 4 A
     assert bank_state["time_to_full"] is None
     avail = scene.collector.latest("/availability")
-    assert avail == {"%s/homeassistant/%s/availability" % (scene.base, n): b"online"
-                     for n in ("bank", "battery_1", "battery_2", "battery_3")}
+    assert avail == {
+        "%s/homeassistant/%s/availability" % (scene.base, n): b"online" for n in ("bank", "battery_1", "battery_2", "battery_3")
+    }
 
 
 def test_sixteen_pytes_at_cell_level_high(scene_factory):
@@ -682,13 +849,13 @@ def test_a_silent_configured_unit_goes_unavailable_but_keeps_its_device(scene_fa
     avail = "%s/homeassistant/battery_3/availability" % scene.base
     scene.collector.wait_for(lambda: scene.collector.on(avail)[-1:] == [b"offline"], "battery 3 offline")
     states_3 = len(scene.collector.on(scene.state_topic("battery_3")))
-    run_poll(scene, publisher, bank_of(us3000c(1), us3000c(2), missing=(3,)), now=NOW + 10 ** 6)
+    run_poll(scene, publisher, bank_of(us3000c(1), us3000c(2), missing=(3,)), now=NOW + 10**6)
     wait_for_states(scene, ["battery_1"], count=2)
     assert len(scene.collector.on(scene.state_topic("battery_3"))) == states_3  # no state for a silent unit
     configs = scene.retained()
     assert configs[scene.config_topic("pylontech_PPTBH02400210003")] != b""  # kept: it is configured
     # It answers again: online, states again.
-    run_poll(scene, publisher, bank_of(us3000c(1), us3000c(2), us3000c(3)), now=NOW + 10 ** 6 + 5)
+    run_poll(scene, publisher, bank_of(us3000c(1), us3000c(2), us3000c(3)), now=NOW + 10**6 + 5)
     scene.collector.wait_for(lambda: scene.collector.on(avail)[-1:] == [b"online"], "battery 3 online")
     wait_for_states(scene, ["battery_3"], count=states_3 + 1)
 
@@ -746,8 +913,7 @@ def test_a_lower_cell_level_reduces_those_components(scene_factory):
     removed |= {k for k, v in low["cmps"].items() if v == {"p": "binary_sensor"}}
     assert removed == expected
     # each is removed on the platform it was announced on
-    assert low["cmps"]["cell_3_balancer"] == {"p": "binary_sensor"} and high["cmps"]["cell_3_balancer"]["p"] == \
-        "binary_sensor"
+    assert low["cmps"]["cell_3_balancer"] == {"p": "binary_sensor"} and high["cmps"]["cell_3_balancer"]["p"] == "binary_sensor"
     assert low["cmps"]["cell_3_voltage"]["uniq_id"] == "pylontech_PPTBH02400210001_cell_3_voltage"
     check_everything(scene, {topic: json.dumps(low).encode()}, {})
     # Later configs keep the stubs, and a state carries no removed key any more.
@@ -767,8 +933,7 @@ def test_identity_by_address_without_a_barcode_then_by_barcode(scene_factory):
     run_poll(scene, publisher, bank_of(us3000c(1)), now=NOW + 5)
     scene.collector.wait_for(lambda: scene.collector.on(by_address)[-1:] == [b""], "the address device removed")
     configs = scene.retained()
-    assert sorted(configs) == sorted([scene.config_topic("pylontech_bank"),
-                                      scene.config_topic("pylontech_PPTBH02400210001")])
+    assert sorted(configs) == sorted([scene.config_topic("pylontech_bank"), scene.config_topic("pylontech_PPTBH02400210001")])
 
 
 def test_a_re_cabled_unit_keeps_its_device(scene_factory):
@@ -831,12 +996,12 @@ def test_nothing_is_sent_while_the_broker_is_away_and_all_of_it_afterwards():
 # The homeassistant/ folder: the include file and the dashboard
 # ---------------------------------------------------------------------------
 
+
 def test_the_shipped_include_file_is_what_the_command_generates():
     path = os.path.join(ROOT, "homeassistant", "pylon-batteries.yaml")
     with open(path, encoding="utf-8") as handle:
         shipped = handle.read()
-    assert shipped == render_manual_yaml(batteries=3, cells_per_battery=15, level="low",
-                                         topic_base="victron-battery-middleware")
+    assert shipped == render_manual_yaml(batteries=3, cells_per_battery=15, level="low", topic_base="victron-battery-middleware")
 
 
 def test_the_include_file_follows_the_rules_and_matches_discovery(scene_factory):
@@ -878,8 +1043,11 @@ def test_the_shipped_dashboard_is_generated_and_names_existing_entities():
     with open(path, encoding="utf-8") as handle:
         shipped = handle.read()
     assert shipped == render_dashboard_yaml(batteries=3)
-    entity_ids = {s["default_entity_id"] for entries in yaml.safe_load(
-        render_manual_yaml(batteries=3, cells_per_battery=15, level="low", topic_base="x")).values() for s in entries}
+    entity_ids = {
+        s["default_entity_id"]
+        for entries in yaml.safe_load(render_manual_yaml(batteries=3, cells_per_battery=15, level="low", topic_base="x")).values()
+        for s in entries
+    }
     used = set(re.findall(r"(?<![a-z_])(?:binary_)?sensor\.[a-z0-9_]+", shipped))
     assert used and used <= entity_ids
 
@@ -888,29 +1056,49 @@ def test_the_shipped_dashboard_is_generated_and_names_existing_entities():
 # Text states
 # ---------------------------------------------------------------------------
 
+
 def test_readable_texts():
     assert readable_name("HighCellVoltage") == "High cell voltage"
     assert readable_name("LowSoc") == "Low SoC"
     assert readable_name("BmsCable") == "BMS cable"
     assert readable_name("high_charge_temperature") == "High charge temperature"
-    assert limit_alarms(Limits(alarms={"HighVoltage": 2, "LowSoc": 1, "CellImbalance": 0})) == \
-        "High voltage (alarm), Low SoC (warning)"
+    assert (
+        limit_alarms(Limits(alarms={"HighVoltage": 2, "LowSoc": 1, "CellImbalance": 0}))
+        == "High voltage (alarm), Low SoC (warning)"
+    )
     assert limit_alarms(Limits(alarms={"HighVoltage": 0})) == "OK"
     assert limit_alarms(None) is None
     assert clip_text("None") == "none"
     assert len(clip_text("x" * 300)) == 255
     battery = us3000c(1)
-    battery.row = dataclasses.replace(battery.row, base_state="SysError", voltage_state="Low",
-                                      battery_voltage_state="Low", mos_temperature_state="-")
+    battery.row = dataclasses.replace(
+        battery.row, base_state="SysError", voltage_state="Low", battery_voltage_state="Low", mos_temperature_state="-"
+    )
     assert battery_alarms(battery) == "System error (SysError), Voltage low, Cell voltage low"
 
 
 def test_the_checker_catches_what_home_assistant_rejects_or_mangles():
-    good = {"dev": {"ids": ["x_1"], "name": "Battery 1"}, "o": {"name": "extra200tomqtt"}, "stat_t": "b/s",
-            "avty": [{"t": "b/status"}, {"t": "b/1/availability"}], "avty_mode": "all",
-            "cmps": {"soc": {"p": "sensor", "uniq_id": "x_1_soc", "def_ent_id": "sensor.x_1_soc", "name": "SoC",
-                             "dev_cla": "battery", "unit_of_meas": "%", "stat_cla": "measurement", "exp_aft": 30,
-                             "val_tpl": "{{ value_json.soc }}", "sug_dsp_prc": 0}}}
+    good = {
+        "dev": {"ids": ["x_1"], "name": "Battery 1"},
+        "o": {"name": "extra200tomqtt"},
+        "stat_t": "b/s",
+        "avty": [{"t": "b/status"}, {"t": "b/1/availability"}],
+        "avty_mode": "all",
+        "cmps": {
+            "soc": {
+                "p": "sensor",
+                "uniq_id": "x_1_soc",
+                "def_ent_id": "sensor.x_1_soc",
+                "name": "SoC",
+                "dev_cla": "battery",
+                "unit_of_meas": "%",
+                "stat_cla": "measurement",
+                "exp_aft": 30,
+                "val_tpl": "{{ value_json.soc }}",
+                "sug_dsp_prc": 0,
+            }
+        },
+    }
 
     def check(change: Callable[[Dict[str, Any]], None], topic: str = "ha/device/x_1/config") -> List[str]:
         doc = json.loads(json.dumps(good))
@@ -933,9 +1121,17 @@ def test_the_checker_catches_what_home_assistant_rejects_or_mangles():
     assert check(lambda d: soc(d).update(suggested_unit_of_measurement="h"))  # MQTT drops it silently
     assert check(lambda d: soc(d).update(p="binary_sensor"))  # a unit on a binary sensor; wrong domain
     assert check(lambda d: soc(d).update(json_attr_t="b/s"))  # attributes without a template
-    binary = {"p": "binary_sensor", "uniq_id": "x_1_alarm", "def_ent_id": "binary_sensor.x_1_alarm", "name": "Alarm",
-              "dev_cla": "problem", "exp_aft": 30, "val_tpl": "{{ value_json.alarm }}", "json_attr_t": "b/s",
-              "json_attr_tpl": "{{ value_json.alarm_attributes | tojson }}"}
+    binary = {
+        "p": "binary_sensor",
+        "uniq_id": "x_1_alarm",
+        "def_ent_id": "binary_sensor.x_1_alarm",
+        "name": "Alarm",
+        "dev_cla": "problem",
+        "exp_aft": 30,
+        "val_tpl": "{{ value_json.alarm }}",
+        "json_attr_t": "b/s",
+        "json_attr_tpl": "{{ value_json.alarm_attributes | tojson }}",
+    }
     assert check(lambda d: d["cmps"].update(alarm=binary)) == []
     assert check(lambda d: d["cmps"].update(alarm=dict(binary, def_ent_id="sensor.x_1_alarm")))
     assert check(lambda d: d["cmps"].update(alarm=dict(binary, dev_cla="battery_low")))
@@ -1008,16 +1204,19 @@ def test_without_discovery_only_states_flow_and_earlier_configs_are_cleared(tmp_
     assert sorted(t for t, p, r in sent if t.endswith("/config")) == announced
     assert all(p == "" and r for t, p, r in sent if t.endswith("/config"))
     states = [t for t, p, r in sent if t.endswith("/state")]
-    assert states == ["victron-battery-middleware/homeassistant/bank/state",
-                      "victron-battery-middleware/homeassistant/battery_1/state"] * 2
+    assert (
+        states
+        == ["victron-battery-middleware/homeassistant/bank/state", "victron-battery-middleware/homeassistant/battery_1/state"] * 2
+    )
 
 
 # ---------------------------------------------------------------------------
 # Identity per bank, upgrades, counters, events
 # ---------------------------------------------------------------------------
 
+
 def _rebarcoded(battery: Battery, prefix: str) -> Battery:
-    battery.info = dataclasses.replace(battery.info, barcode=prefix + battery.info.barcode[len(prefix):])
+    battery.info = dataclasses.replace(battery.info, barcode=prefix + battery.info.barcode[len(prefix) :])
     return battery
 
 
@@ -1025,20 +1224,34 @@ def test_two_banks_get_ids_and_names_of_their_own(scene_factory, tmp_path):
     first = scene_factory(bank_id="", bank_name="")
     one = first.publisher()
     # the second daemon: the same broker and settings, its own state directory
-    two = HomeAssistantPublisher(first.config, first.link.publish, first.link.subscribe, first.daemon_topic,
-                                 str(tmp_path / "state-2"))
+    two = HomeAssistantPublisher(
+        first.config, first.link.publish, first.link.subscribe, first.daemon_topic, str(tmp_path / "state-2")
+    )
     two.start()
     first.publishers.append(two)
     run_poll(first, one, bank_of(us3000c(1), us3000c(2)))
     run_poll(first, two, bank_of(*[_rebarcoded(us3000c(a), "PPTBH0240077") for a in (1, 2)]))
     first.collector.wait_for(lambda: len(first.collector.latest("/device/")) >= 6, "both banks' configs")
     configs = {t: json.loads(p) for t, p in first.retained().items() if p}
-    assert sorted(t.split("/")[-2] for t in configs) == sorted([
-        "pylontech_210001_bank", "pylontech_210001_PPTBH02400210001", "pylontech_210001_PPTBH02400210002",
-        "pylontech_770001_bank", "pylontech_770001_PPTBH02400770001", "pylontech_770001_PPTBH02400770002"])
+    assert sorted(t.split("/")[-2] for t in configs) == sorted(
+        [
+            "pylontech_210001_bank",
+            "pylontech_210001_PPTBH02400210001",
+            "pylontech_210001_PPTBH02400210002",
+            "pylontech_770001_bank",
+            "pylontech_770001_PPTBH02400770001",
+            "pylontech_770001_PPTBH02400770002",
+        ]
+    )
     names = sorted(d["dev"]["name"] for d in configs.values())
-    assert names == ["Pylontech 210001", "Pylontech 210001 battery 1", "Pylontech 210001 battery 2",
-                     "Pylontech 770001", "Pylontech 770001 battery 1", "Pylontech 770001 battery 2"]
+    assert names == [
+        "Pylontech 210001",
+        "Pylontech 210001 battery 1",
+        "Pylontech 210001 battery 2",
+        "Pylontech 770001",
+        "Pylontech 770001 battery 1",
+        "Pylontech 770001 battery 2",
+    ]
     unique_ids = [c["uniq_id"] for d in configs.values() for c in d["cmps"].values()]
     entity_ids = [c["def_ent_id"] for d in configs.values() for c in d["cmps"].values()]
     assert len(set(unique_ids)) == len(unique_ids) and len(set(entity_ids)) == len(entity_ids)
@@ -1055,8 +1268,9 @@ def test_two_banks_get_ids_and_names_of_their_own(scene_factory, tmp_path):
 def test_without_a_barcode_the_automatic_id_comes_from_the_port_after_a_few_polls():
     sent: List[Tuple[str, str]] = []
     config = replace(Config(), "serial", port="/dev/ttyUSB0")
-    publisher = HomeAssistantPublisher(config, lambda t, p, qos=0, retain=False: sent.append((t, p)) or True,
-                                       None, "b/status", None)
+    publisher = HomeAssistantPublisher(
+        config, lambda t, p, qos=0, retain=False: sent.append((t, p)) or True, None, "b/status", None
+    )
     bank = bank_of(us3000c(1, barcode=False))
     bank.batteries[1].info_time = None  # info not read yet
     for poll in range(3):
@@ -1070,23 +1284,48 @@ def test_without_a_barcode_the_automatic_id_comes_from_the_port_after_a_few_poll
 def test_an_upgrade_keeps_the_unique_ids_and_removes_the_retired_text_sensors(scene_factory):
     scene = scene_factory(bank_id="", bank_name="")
     os.makedirs(scene.state_dir)
-    old_bank = ["voltage", "current", "power", "soc", "energy_charged", "energy_discharged", "charge_allowed",
-                "discharge_allowed", "alarms", "limit_reasons", "charge_voltage_limit"]
+    old_bank = [
+        "voltage",
+        "current",
+        "power",
+        "soc",
+        "energy_charged",
+        "energy_discharged",
+        "charge_allowed",
+        "discharge_allowed",
+        "alarms",
+        "limit_reasons",
+        "charge_voltage_limit",
+    ]
     old_battery = ["voltage", "soc", "energy_charged", "energy_discharged", "alarms", "events", "state"]
-    record = {"version": 1, "devices": {  # what the previous version recorded (no bank_id, no platforms)
-        "pylontech_bank": {"topic": scene.config_topic("pylontech_bank"), "address": None, "barcode": None,
-                           "components": old_bank, "removed": [], "last_seen": NOW - 60},
-        "pylontech_PPTBH02400210001": {"topic": scene.config_topic("pylontech_PPTBH02400210001"), "address": 1,
-                                       "barcode": "PPTBH02400210001", "components": old_battery, "removed": [],
-                                       "last_seen": NOW - 60}}}
+    record = {
+        "version": 1,
+        "devices": {  # what the previous version recorded (no bank_id, no platforms)
+            "pylontech_bank": {
+                "topic": scene.config_topic("pylontech_bank"),
+                "address": None,
+                "barcode": None,
+                "components": old_bank,
+                "removed": [],
+                "last_seen": NOW - 60,
+            },
+            "pylontech_PPTBH02400210001": {
+                "topic": scene.config_topic("pylontech_PPTBH02400210001"),
+                "address": 1,
+                "barcode": "PPTBH02400210001",
+                "components": old_battery,
+                "removed": [],
+                "last_seen": NOW - 60,
+            },
+        },
+    }
     with open(os.path.join(scene.state_dir, "homeassistant.json"), "w") as handle:
         json.dump(record, handle)
     publisher = scene.publisher()
     run_poll(scene, publisher, bank_of(us3000c(1)))
     states = wait_for_states(scene, ["bank", "battery_1"])
     configs = scene.retained()
-    assert sorted(configs) == sorted([scene.config_topic("pylontech_bank"),
-                                      scene.config_topic("pylontech_PPTBH02400210001")])
+    assert sorted(configs) == sorted([scene.config_topic("pylontech_bank"), scene.config_topic("pylontech_PPTBH02400210001")])
     check_everything(scene, configs, states)
     bank = json.loads(configs[scene.config_topic("pylontech_bank")])
     battery = json.loads(configs[scene.config_topic("pylontech_PPTBH02400210001")])
@@ -1134,8 +1373,18 @@ def test_the_command_prints_a_dashboard_for_the_bank_id_the_daemon_uses(tmp_path
     (state / "homeassistant.json").write_text(json.dumps({"version": 1, "devices": {}, "bank_id": "pylontech_770001"}))
     config = tmp_path / "config.yaml"
     config.write_text("state_dir: %s\n" % state)
-    command = [sys.executable, os.path.join(ROOT, "extra200tomqtt.py"), "--config", str(config), "homeassistant-yaml",
-               "--dashboard", "--batteries", "2", "--cells", "16"]
+    command = [
+        sys.executable,
+        os.path.join(ROOT, "extra200tomqtt.py"),
+        "--config",
+        str(config),
+        "homeassistant-yaml",
+        "--dashboard",
+        "--batteries",
+        "2",
+        "--cells",
+        "16",
+    ]
     text = subprocess.run(command, stdout=subprocess.PIPE, check=True, text=True).stdout
     assert text == render_dashboard_yaml(2, "pylontech_770001", 16)
     assert "sensor.pylontech_770001_battery_2_cell_16_voltage" in text
@@ -1145,15 +1394,57 @@ def test_the_command_prints_a_dashboard_for_the_bank_id_the_daemon_uses(tmp_path
 
 # Every component key the version before binary sensors announced (all of them sensors).
 EARLIER_SENSOR_KEYS = {
-    "voltage", "current", "power", "soc", "temperature", "cell_temperature_min", "cell_temperature_max",
-    "mos_temperature", "cell_voltage_min", "cell_voltage_max", "cell_voltage_delta", "cell_voltage_min_id",
-    "cell_voltage_max_id", "capacity", "remaining_capacity", "stored_energy", "energy_charged", "energy_discharged",
-    "time_to_empty", "time_to_full", "cycle_count", "state_of_health", "units_online", "charge_voltage_limit",
-    "charge_current_limit", "discharge_current_limit", "charge_allowed", "discharge_allowed", "charge_mode",
-    "limit_reasons", "alarms", "state", "events", "cell_voltage_average", "cells_balancing",
-} | {"cell_%d_%s" % (n, column) for n in range(1, 17) for column in (
-    "voltage", "temperature", "state", "voltage_state", "current_state", "temperature_state", "current", "soc",
-    "coulomb", "balancing")}
+    "voltage",
+    "current",
+    "power",
+    "soc",
+    "temperature",
+    "cell_temperature_min",
+    "cell_temperature_max",
+    "mos_temperature",
+    "cell_voltage_min",
+    "cell_voltage_max",
+    "cell_voltage_delta",
+    "cell_voltage_min_id",
+    "cell_voltage_max_id",
+    "capacity",
+    "remaining_capacity",
+    "stored_energy",
+    "energy_charged",
+    "energy_discharged",
+    "time_to_empty",
+    "time_to_full",
+    "cycle_count",
+    "state_of_health",
+    "units_online",
+    "charge_voltage_limit",
+    "charge_current_limit",
+    "discharge_current_limit",
+    "charge_allowed",
+    "discharge_allowed",
+    "charge_mode",
+    "limit_reasons",
+    "alarms",
+    "state",
+    "events",
+    "cell_voltage_average",
+    "cells_balancing",
+} | {
+    "cell_%d_%s" % (n, column)
+    for n in range(1, 17)
+    for column in (
+        "voltage",
+        "temperature",
+        "state",
+        "voltage_state",
+        "current_state",
+        "temperature_state",
+        "current",
+        "soc",
+        "coulomb",
+        "balancing",
+    )
+}
 
 
 def test_no_component_key_changes_its_platform():
@@ -1168,6 +1459,7 @@ def test_no_component_key_changes_its_platform():
 # ---------------------------------------------------------------------------
 # The publisher's decisions in process: its publish function, clock and timer injected (no broker)
 # ---------------------------------------------------------------------------
+
 
 class ManualTimer:
     """A timer the test runs itself, when the world's clock passes its due time."""
@@ -1192,8 +1484,7 @@ class World:
         self.handlers: Dict[str, Callable[[str, bytes], None]] = {}
         self.state_dir = str(tmp_path / "state")
         ha_changes.setdefault("bank_id", "pylontech")
-        self.config = replace(replace(Config(), "mqtt", topic_base="bb"), "homeassistant", discovery_prefix="hp",
-                              **ha_changes)
+        self.config = replace(replace(Config(), "mqtt", topic_base="bb"), "homeassistant", discovery_prefix="hp", **ha_changes)
 
     def publish(self, topic: str, payload: str, qos: int = 0, retain: bool = False) -> bool:
         if self.connected:
@@ -1213,8 +1504,15 @@ class World:
         for section, key in (("cells", "level"), ("battery", "addresses")):
             if key in changes:
                 config = replace(config, section, **{key: changes[key]})
-        publisher = HomeAssistantPublisher(config, self.publish, self.subscribe, "bb/status", self.state_dir,
-                                           clock=lambda: self.now, start_timer=self.start_timer)
+        publisher = HomeAssistantPublisher(
+            config,
+            self.publish,
+            self.subscribe,
+            "bb/status",
+            self.state_dir,
+            clock=lambda: self.now,
+            start_timer=self.start_timer,
+        )
         publisher.start()
         return publisher
 
@@ -1234,8 +1532,7 @@ class World:
         taken, self.messages = self.messages, []
         return taken
 
-    def poll(self, publisher: HomeAssistantPublisher, bank: Bank, now: float = NOW,
-             limits: Optional[Limits] = None) -> int:
+    def poll(self, publisher: HomeAssistantPublisher, bank: Bank, now: float = NOW, limits: Optional[Limits] = None) -> int:
         return publisher.update(bank, summarize_bank(bank), limits or Limits(), energy_for(bank), now)
 
     def record(self) -> Dict[str, Any]:
@@ -1258,14 +1555,14 @@ def test_in_process_a_bank_is_announced_and_its_states_follow_a_second_later(tmp
     assert world.poll(publisher, bank_of(us3000c(1), us3000c(2))) == 6
     sent = world.take()
     configs = {m[0]: m for m in sent if m[0].endswith("/config")}
-    assert sorted(configs) == sorted(["hp/device/pylontech_bank/config", battery_config_topic(1),
-                                      battery_config_topic(2)])
+    assert sorted(configs) == sorted(["hp/device/pylontech_bank/config", battery_config_topic(1), battery_config_topic(2)])
     assert all(qos == 1 and retain for _, _, qos, retain in configs.values())
     seen: Dict[str, str] = {}
     for topic, payload, _, _ in configs.values():
         assert discovery_problems(topic, payload.encode(), "hp", "bb/status", seen) == []
     assert sorted((m[0], m[1], m[3]) for m in sent if m[0].endswith("/availability")) == [
-        ("bb/homeassistant/%s/availability" % name, "online", True) for name in ("bank", "battery_1", "battery_2")]
+        ("bb/homeassistant/%s/availability" % name, "online", True) for name in ("bank", "battery_1", "battery_2")
+    ]
     assert topics(sent, "/state") == []  # held: Home Assistant is still subscribing to the new configs
     world.advance(0.9)
     assert world.take() == []
@@ -1281,8 +1578,7 @@ def test_in_process_a_bank_is_announced_and_its_states_follow_a_second_later(tmp
     sent = world.take()
     assert topics(sent) == ["bb/homeassistant/%s/state" % n for n in ("bank", "battery_1", "battery_2")]
     assert json.loads(sent[2][1])["state"] == "Discharging" and all(not m[3] for m in sent)
-    assert sorted(world.record()["devices"]) == ["pylontech_PPTBH02400210001", "pylontech_PPTBH02400210002",
-                                                 "pylontech_bank"]
+    assert sorted(world.record()["devices"]) == ["pylontech_PPTBH02400210001", "pylontech_PPTBH02400210002", "pylontech_bank"]
     publisher.close()
 
 
@@ -1350,14 +1646,14 @@ def test_in_process_a_configured_silent_battery_stays_and_one_taken_out_is_remov
     world = World(tmp_path)
     publisher = world.publisher(addresses=(1, 2))
     world.poll(publisher, bank_of(us3000c(1), us3000c(2)))
-    world.poll(publisher, bank_of(us3000c(1), missing=(2,)), now=NOW + 10 ** 6)
+    world.poll(publisher, bank_of(us3000c(1), missing=(2,)), now=NOW + 10**6)
     sent = world.take()
     assert battery_config_topic(2) in topics(sent)  # its announcement only
     assert ("bb/homeassistant/battery_2/availability", "offline", 1, True) in sent
     assert [m for m in sent if m[0] == battery_config_topic(2) and m[1] == ""] == []
     publisher.close()
     smaller = world.publisher(addresses=(1,))
-    world.poll(smaller, bank_of(us3000c(1)), now=NOW + 10 ** 6 + 60)
+    world.poll(smaller, bank_of(us3000c(1)), now=NOW + 10**6 + 60)
     assert (battery_config_topic(2), "", 1, True) in world.take()
     smaller.close()
 
@@ -1365,9 +1661,20 @@ def test_in_process_a_configured_silent_battery_stays_and_one_taken_out_is_remov
 def test_in_process_changed_components_are_migrated_on_their_platform(tmp_path):
     world = World(tmp_path)
     os.makedirs(world.state_dir)
-    old = {"version": 1, "bank_id": "pylontech", "devices": {  # an older version's text sensors
-        "pylontech_bank": {"topic": "hp/device/pylontech_bank/config", "address": None, "barcode": None,
-                           "components": ["voltage", "charge_allowed", "alarms"], "removed": [], "last_seen": NOW}}}
+    old = {
+        "version": 1,
+        "bank_id": "pylontech",
+        "devices": {  # an older version's text sensors
+            "pylontech_bank": {
+                "topic": "hp/device/pylontech_bank/config",
+                "address": None,
+                "barcode": None,
+                "components": ["voltage", "charge_allowed", "alarms"],
+                "removed": [],
+                "last_seen": NOW,
+            }
+        },
+    }
     with open(os.path.join(world.state_dir, "homeassistant.json"), "w") as handle:
         json.dump(old, handle)
     publisher = world.publisher(level="high")
@@ -1389,7 +1696,8 @@ def test_in_process_changed_components_are_migrated_on_their_platform(tmp_path):
     assert low["cell_3_balancer"] == {"p": "binary_sensor"} and low["cell_3_temperature"] == {"p": "sensor"}
     assert "uniq_id" in low["cell_3_voltage"] and "uniq_id" in low["voltage"]
     assert sorted(world.record()["devices"]["pylontech_PPTBH02400210001"]["removed"]) == sorted(
-        k for k, v in low.items() if set(v) == {"p"})
+        k for k, v in low.items() if set(v) == {"p"}
+    )
     assert topics(sent, "/state") == []  # held after the new config
     world.advance(1.0)
     state = json.loads(dict((m[0], m[1]) for m in world.take())["bb/homeassistant/battery_1/state"])
@@ -1410,11 +1718,15 @@ def test_in_process_a_changed_discovery_prefix_empties_the_old_topics(tmp_path):
     second = world.publisher()
     world.poll(second, bank_of(us3000c(1)), now=NOW + 60)
     sent = [(m[0], m[1] == "") for m in world.take() if m[0].endswith("/config")]
-    assert sorted(sent) == sorted([("hp/device/pylontech_bank/config", True), (battery_config_topic(1), True),
-                                   ("hp2/device/pylontech_bank/config", False),
-                                   ("hp2/device/pylontech_PPTBH02400210001/config", False)])
-    assert sent.index((battery_config_topic(1), True)) < sent.index(
-        ("hp2/device/pylontech_PPTBH02400210001/config", False))
+    assert sorted(sent) == sorted(
+        [
+            ("hp/device/pylontech_bank/config", True),
+            (battery_config_topic(1), True),
+            ("hp2/device/pylontech_bank/config", False),
+            ("hp2/device/pylontech_PPTBH02400210001/config", False),
+        ]
+    )
+    assert sent.index((battery_config_topic(1), True)) < sent.index(("hp2/device/pylontech_PPTBH02400210001/config", False))
     second.close()
 
 

@@ -30,8 +30,9 @@ def test_discovery_and_states_for_a_shipped_scenario(scenario, tmp_path, broker)
     sections, units = SCENARIOS[scenario]
     base = "ha-%s" % scenario
     prefix = "hadisc-%s" % scenario
-    config = write_config(str(tmp_path), broker.port, base, homeassistant={"discovery_prefix": prefix},
-                          cells={"level": "medium"}, **sections)
+    config = write_config(
+        str(tmp_path), broker.port, base, homeassistant={"discovery_prefix": prefix}, cells={"level": "medium"}, **sections
+    )
     recorder = Recorder(broker.port, ("%s/#" % base, "%s/#" % prefix))
     daemon = DaemonProcess(config, "pylonsim://?scenario=%s&drift=0" % scenario).start()
     try:

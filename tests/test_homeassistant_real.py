@@ -33,8 +33,12 @@ def _home_assistant_missing() -> str:
         return "no chromium (apt-get install chromium)"
     if not shutil.which("mosquitto"):
         return "no mosquitto"
-    found = subprocess.run(["bash", os.path.join(SCRIPTS, "homeassistant.sh"), "path"],
-                           stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, check=False)
+    found = subprocess.run(
+        ["bash", os.path.join(SCRIPTS, "homeassistant.sh"), "path"],
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+        check=False,
+    )
     if found.returncode != 0:
         return "Home Assistant is not installed (bash scripts/homeassistant.sh install)"
     return ""
@@ -43,17 +47,29 @@ def _home_assistant_missing() -> str:
 @pytest.mark.skipif(bool(_home_assistant_missing()), reason=_home_assistant_missing() or "ready")
 def test_a_real_home_assistant_gets_the_bank_the_dashboard_and_energy(tmp_path):
     report = tmp_path / "report.json"
-    run = subprocess.run(["bash", os.path.join(SCRIPTS, "screenshots.sh"), "--check"],
-                         env=dict(os.environ, EXTRA200_SCREENSHOTS_REPORT=str(report)),
-                         stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, timeout=1200, check=False)
+    run = subprocess.run(
+        ["bash", os.path.join(SCRIPTS, "screenshots.sh"), "--check"],
+        env=dict(os.environ, EXTRA200_SCREENSHOTS_REPORT=str(report)),
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+        timeout=1200,
+        check=False,
+    )
     assert report.exists(), run.stdout[-5000:]
     checks = json.loads(report.read_text())
     failed = [c for c in checks if not c["ok"]]
     assert failed == [], run.stdout[-5000:]
     names = {c["check"] for c in checks}
-    for expected in ("devices", "entities", "platforms", "the dashboard's entities exist",
-                     "dashboard entities available", "Energy validation clean",
-                     "Home Assistant's log has no warning or error"):
+    for expected in (
+        "devices",
+        "entities",
+        "platforms",
+        "the dashboard's entities exist",
+        "dashboard entities available",
+        "Energy validation clean",
+        "Home Assistant's log has no warning or error",
+    ):
         assert expected in names
     assert sum(1 for n in names if n.endswith("without warnings")) == 3  # the dashboard's three views
     assert run.returncode == 0, run.stdout[-5000:]

@@ -25,9 +25,7 @@ ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 NAME = "extra200tomqtt"
 RULE = "zz-extra200tomqtt.rules"
 
-SHIPPED_CONFIG = (
-    "mqtt:\n  broker: localhost\n  password: ''\nserial:\n  port: /dev/ttyUSB0\nstate_dir: /var/lib/extra200tomqtt\n"
-)
+SHIPPED_CONFIG = "mqtt:\n  broker: localhost\n  password: ''\nserial:\n  port: /dev/ttyUSB0\nstate_dir: /var/lib/extra200tomqtt\n"
 
 FTDI_PROPERTIES = (
     "DEVNAME=/dev/ttyUSB0\n"
@@ -83,11 +81,7 @@ def fake_udevadm(tmp_path):
             info = "cat " + write(str(tmp_path / "udev-properties"), properties)
         write(
             os.path.join(bindir, "udevadm"),
-            "#!/bin/sh\n"
-            'case "$1 $2" in\n'
-            '  "info --query=property") %s ;;\n'
-            '  *) echo "$*" >> %s ;;\n'
-            "esac\n" % (info, log),
+            '#!/bin/sh\ncase "$1 $2" in\n  "info --query=property") %s ;;\n  *) echo "$*" >> %s ;;\nesac\n' % (info, log),
             0o755,
         )
         return bindir + os.pathsep + os.environ["PATH"], log
@@ -230,8 +224,7 @@ def test_the_unit_runs_start_sh_unprivileged_with_a_clean_stop() -> None:
     for line in (
         "User=extra200tomqtt",
         "ExecStartPre=+/opt/extra200tomqtt/start.sh --mount-only",
-        "ExecStart=/opt/extra200tomqtt/start.sh --config /opt/extra200tomqtt/config.yaml"
-        " --state-dir /var/lib/extra200tomqtt",
+        "ExecStart=/opt/extra200tomqtt/start.sh --config /opt/extra200tomqtt/config.yaml --state-dir /var/lib/extra200tomqtt",
         "Environment=EXTRA200_RAMDISK=/var/log/extra200tomqtt",
         "Environment=EXTRA200_RAMDISK_SIZE=50M",
         "Environment=EXTRA200_LOG_OWNER=extra200tomqtt",
@@ -290,9 +283,7 @@ def test_systemd_install_twice_and_uninstall_twice(tmp_path, source) -> None:
     tree = snapshot(stage)
     assert files_and_modes(tree) == systemd_tree({"etc/systemd/system/other.service": ("file", 0o644)})
     prefix = os.path.join(stage, "opt", NAME)
-    assert read(os.path.join(stage, "etc/systemd/system", NAME + ".service")) == read(
-        os.path.join(ROOT, NAME + ".service")
-    )
+    assert read(os.path.join(stage, "etc/systemd/system", NAME + ".service")) == read(os.path.join(ROOT, NAME + ".service"))
     for name in ("start.sh", "uninstall.sh", "extra200tomqtt.py", "requirements.txt"):
         assert read(os.path.join(prefix, name)) == read(os.path.join(source, name))
     assert read(os.path.join(prefix, "config.yaml")) == SHIPPED_CONFIG
@@ -301,10 +292,7 @@ def test_systemd_install_twice_and_uninstall_twice(tmp_path, source) -> None:
     assert manifest[:2] == ["platform systemd", "user " + NAME]
     for line in ("unit %s.service" % NAME, "tree /opt/%s/venv" % NAME, "config /opt/%s/config.yaml created" % NAME):
         assert line in manifest
-    assert (
-        "(staging, not run) useradd --system --user-group --no-create-home --home-dir /var/lib/%s" % NAME
-        in first.stdout
-    )
+    assert "(staging, not run) useradd --system --user-group --no-create-home --home-dir /var/lib/%s" % NAME in first.stdout
     assert "(staging, not run) chown root:%s %s/config.yaml" % (NAME, prefix) in first.stdout
     assert "(staging, not run) systemctl enable %s.service" % NAME in first.stdout
     assert "(staging, not run) systemctl restart %s.service" % NAME in first.stdout
@@ -328,9 +316,7 @@ def test_systemd_install_twice_and_uninstall_twice(tmp_path, source) -> None:
 
 def test_systemd_prefix_is_substituted_and_the_installed_unit_verifies(tmp_path, source) -> None:
     stage = str(tmp_path / "stage")
-    run(
-        os.path.join(source, "install.sh"), "--platform", "systemd", "--no-deps", "--prefix", "/srv/e200", destdir=stage
-    )
+    run(os.path.join(source, "install.sh"), "--platform", "systemd", "--no-deps", "--prefix", "/srv/e200", destdir=stage)
     unit = read(os.path.join(stage, "etc/systemd/system", NAME + ".service"))
     assert "/opt/extra200tomqtt" not in unit
     assert "ExecStartPre=+/srv/e200/start.sh --mount-only\n" in unit
@@ -412,9 +398,7 @@ def test_install_refuses_what_it_cannot_do(tmp_path, source) -> None:
     assert missing.returncode == 1
     assert "requirements.txt is missing" in missing.stdout
     assert snapshot(stage) == {}
-    bad = run(
-        os.path.join(source, "install.sh"), "--platform", "systemd", "--prefix", "/opt/my dir", destdir=stage, ok=False
-    )
+    bad = run(os.path.join(source, "install.sh"), "--platform", "systemd", "--prefix", "/opt/my dir", destdir=stage, ok=False)
     assert bad.returncode == 1 and "--prefix may only contain" in bad.stdout
 
 
@@ -473,16 +457,11 @@ def test_venus_install_twice_and_uninstall_twice(tmp_path, source, fake_udevadm)
         'SUBSYSTEM=="tty", ACTION!="remove", KERNEL=="ttyUSB0", ENV{VE_SERVICE}="ignore"',
     ]
     assert "the rule names ttyUSB0, which after a reboot may be another adapter" in first.stdout
-    assert (
-        "(staging, not run) udevadm trigger --action=change --subsystem-match=tty --sysname-match=ttyUSB0"
-        in first.stdout
-    )
+    assert "(staging, not run) udevadm trigger --action=change --subsystem-match=tty --sysname-match=ttyUSB0" in first.stdout
     assert "Made /data/rc.local executable" in first.stdout
     shellcheck = shutil.which("shellcheck")
     assert shellcheck, "shellcheck is not installed"
-    subprocess.run(
-        [shellcheck, os.path.join(prefix, "service/run"), os.path.join(prefix, "service/log/run")], check=True
-    )
+    subprocess.run([shellcheck, os.path.join(prefix, "service/run"), os.path.join(prefix, "service/log/run")], check=True)
 
     second = run(os.path.join(source, "install.sh"), *args, destdir=stage, path=path)
     assert snapshot(stage) == tree
@@ -551,9 +530,7 @@ def test_venus_udev_rule_pins_the_adapter(tmp_path, source, fake_udevadm, proper
     rule = read(os.path.join(stage, "run/udev/rules.d", RULE)).splitlines()
     assert rule[2] == 'SUBSYSTEM=="tty", ACTION!="remove", %s, ENV{VE_SERVICE}="ignore"' % match
     assert "(staging, not run) udevadm trigger --action=change --subsystem-match=tty %s" % trigger in out.stdout
-    assert "udev /run/udev/rules.d/%s %s\n" % (RULE, trigger) in read(
-        os.path.join(stage, VENUS_PREFIX, ".install-manifest")
-    )
+    assert "udev /run/udev/rules.d/%s %s\n" % (RULE, trigger) in read(os.path.join(stage, VENUS_PREFIX, ".install-manifest"))
 
 
 def test_venus_without_pip_stops_before_changing_anything(tmp_path, source) -> None:

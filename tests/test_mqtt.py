@@ -72,8 +72,9 @@ SCRIPT = textwrap.dedent("""
 
 def _run_and_kill(broker, base: str, env=None):
     recorder = Recorder(broker.port, ("%s/#" % base,))
-    proc = subprocess.Popen([sys.executable, "-c", SCRIPT.format(root=ROOT, port=broker.port, base=base)],
-                            stdout=subprocess.PIPE, text=True, env=env)
+    proc = subprocess.Popen(
+        [sys.executable, "-c", SCRIPT.format(root=ROOT, port=broker.port, base=base)], stdout=subprocess.PIPE, text=True, env=env
+    )
     try:
         assert proc.stdout.readline().strip() == "ready"
         assert recorder.wait_for(lambda t, p: t.endswith("/status") and p == b"online")
@@ -124,14 +125,16 @@ def test_refused_credentials_are_survived(tmp_path):
     password_file = Mosquitto.make_password_file(str(tmp_path), "user", "right")
     server = Mosquitto(password_file=password_file).start()
     try:
-        link = MqttLink(MqttConfig(broker="127.0.0.1", port=server.port, username="user", password="wrong",
-                                   topic_base="a6"), "refused")
+        link = MqttLink(
+            MqttConfig(broker="127.0.0.1", port=server.port, username="user", password="wrong", topic_base="a6"), "refused"
+        )
         link.start()
         assert not link.wait_connected(2)
         assert link.publish("a6/x", "1") is False
         link.stop()
-        good = MqttLink(MqttConfig(broker="127.0.0.1", port=server.port, username="user", password="right",
-                                   topic_base="a6"), "accepted")
+        good = MqttLink(
+            MqttConfig(broker="127.0.0.1", port=server.port, username="user", password="right", topic_base="a6"), "accepted"
+        )
         good.start()
         assert good.wait_connected(10)
         good.stop()
@@ -146,15 +149,20 @@ def test_tls_with_a_ca_file(tmp_path):
     certificates = make_certificates(str(tmp_path))
     server = Mosquitto(tls=certificates).start()
     try:
-        trusted = MqttLink(MqttConfig(broker="127.0.0.1", port=server.port, topic_base="a7",
-                                      tls=TlsConfig(enabled=True, ca_file=certificates["ca"])), "tls-good")
+        trusted = MqttLink(
+            MqttConfig(
+                broker="127.0.0.1", port=server.port, topic_base="a7", tls=TlsConfig(enabled=True, ca_file=certificates["ca"])
+            ),
+            "tls-good",
+        )
         trusted.start()
         assert trusted.wait_connected(10)
         assert trusted.publish("a7/x", "1") is True
         trusted.stop()
         # the system's CA store does not know the test CA: no connection, and no crash
-        untrusted = MqttLink(MqttConfig(broker="127.0.0.1", port=server.port, topic_base="a7",
-                                        tls=TlsConfig(enabled=True)), "tls-bad")
+        untrusted = MqttLink(
+            MqttConfig(broker="127.0.0.1", port=server.port, topic_base="a7", tls=TlsConfig(enabled=True)), "tls-bad"
+        )
         untrusted.start()
         assert not untrusted.wait_connected(3)
         untrusted.stop()
@@ -190,9 +198,13 @@ def test_a_broker_without_mqtt5_gets_the_victron_link_on_mqtt_311(caplog):
                 conn.close()
 
     import threading
+
     threading.Thread(target=serve, daemon=True).start()
-    link = MqttLink(MqttConfig(broker="127.0.0.1", port=server.getsockname()[1], topic_base="old", keepalive=60),
-                    "old-victron", availability=False)
+    link = MqttLink(
+        MqttConfig(broker="127.0.0.1", port=server.getsockname()[1], topic_base="old", keepalive=60),
+        "old-victron",
+        availability=False,
+    )
     link.set_will("old/pylon", "stop charging")
     try:
         with caplog.at_level("WARNING", logger="extra200.mqtt"):

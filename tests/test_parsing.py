@@ -50,12 +50,12 @@ def parser_for(name: str) -> Callable[[str], object]:
     kind = name.split("_", 1)[0]
     if kind == "bat":
         return lambda text: parse_cell_table(text, bat_address(fixture(name)))
-    return {"pwr": parse_power_table, "detail": parse_power_detail,
-            "info": parse_info, "stat": parse_stats}[kind]
+    return {"pwr": parse_power_table, "detail": parse_power_detail, "info": parse_info, "stat": parse_stats}[kind]
 
 
-GOOD_FIXTURES = fixture_names("pwr_") + fixture_names("bat_") + fixture_names("detail_") + \
-    fixture_names("info_") + fixture_names("stat_")
+GOOD_FIXTURES = (
+    fixture_names("pwr_") + fixture_names("bat_") + fixture_names("detail_") + fixture_names("info_") + fixture_names("stat_")
+)
 
 
 def absent(*addresses: int) -> List[PowerRow]:
@@ -64,8 +64,13 @@ def absent(*addresses: int) -> List[PowerRow]:
 
 def normal_row(**fields: object) -> PowerRow:
     """A present row whose four state columns and B.V.St / B.T.St read Normal."""
-    states = dict(voltage_state="Normal", current_state="Normal", temperature_state="Normal",
-                  battery_voltage_state="Normal", battery_temperature_state="Normal")
+    states = dict(
+        voltage_state="Normal",
+        current_state="Normal",
+        temperature_state="Normal",
+        battery_voltage_state="Normal",
+        battery_temperature_state="Normal",
+    )
     states.update(fields)
     return PowerRow(present=True, **states)  # type: ignore[arg-type]
 
@@ -77,12 +82,32 @@ def normal_row(**fields: object) -> PowerRow:
 def test_pwr_eight_rows_old_layout() -> None:
     rows = parse_power_table(fixture("pwr_8rows_old.txt"))
     assert rows == [
-        normal_row(address=1, voltage=51.012, current=4.12, temperature=18.0, cell_temp_low=15.0,
-                   cell_temp_high=16.0, cell_voltage_low=3.398, cell_voltage_high=3.404, base_state="Charge",
-                   soc=72.0, time="2024-03-09 11:02:15"),
-        normal_row(address=2, voltage=50.996, current=3.986, temperature=17.0, cell_temp_low=15.0,
-                   cell_temp_high=16.0, cell_voltage_low=3.397, cell_voltage_high=3.402, base_state="Charge",
-                   soc=71.0, time="2024-03-09 11:02:13"),
+        normal_row(
+            address=1,
+            voltage=51.012,
+            current=4.12,
+            temperature=18.0,
+            cell_temp_low=15.0,
+            cell_temp_high=16.0,
+            cell_voltage_low=3.398,
+            cell_voltage_high=3.404,
+            base_state="Charge",
+            soc=72.0,
+            time="2024-03-09 11:02:15",
+        ),
+        normal_row(
+            address=2,
+            voltage=50.996,
+            current=3.986,
+            temperature=17.0,
+            cell_temp_low=15.0,
+            cell_temp_high=16.0,
+            cell_voltage_low=3.397,
+            cell_voltage_high=3.402,
+            base_state="Charge",
+            soc=71.0,
+            time="2024-03-09 11:02:13",
+        ),
     ] + absent(3, 4, 5, 6, 7, 8)
 
 
@@ -90,16 +115,52 @@ def test_pwr_sixteen_rows_with_mos_temperature() -> None:
     rows = parse_power_table(fixture("pwr_16rows_mostempr.txt"))
     assert rows[:3] == [
         # a six-character current runs into the next column's padding
-        normal_row(address=1, voltage=50.212, current=-17.45, temperature=27.3, cell_temp_low=25.1,
-                   cell_temp_high=25.8, cell_voltage_low=3.342, cell_voltage_high=3.351, base_state="Dischg",
-                   soc=64.0, time="2025-06-01 19:44:08", mos_temperature=26.9, mos_temperature_state="Normal"),
-        normal_row(address=2, voltage=50.236, current=-9.875, temperature=26.8, cell_temp_low=24.9,
-                   cell_temp_high=25.4, cell_voltage_low=3.345, cell_voltage_high=3.352, base_state="Dischg",
-                   soc=100.0, time="2025-06-01 19:44:06", mos_temperature=26.1, mos_temperature_state="Normal"),
+        normal_row(
+            address=1,
+            voltage=50.212,
+            current=-17.45,
+            temperature=27.3,
+            cell_temp_low=25.1,
+            cell_temp_high=25.8,
+            cell_voltage_low=3.342,
+            cell_voltage_high=3.351,
+            base_state="Dischg",
+            soc=64.0,
+            time="2025-06-01 19:44:08",
+            mos_temperature=26.9,
+            mos_temperature_state="Normal",
+        ),
+        normal_row(
+            address=2,
+            voltage=50.236,
+            current=-9.875,
+            temperature=26.8,
+            cell_temp_low=24.9,
+            cell_temp_high=25.4,
+            cell_voltage_low=3.345,
+            cell_voltage_high=3.352,
+            base_state="Dischg",
+            soc=100.0,
+            time="2025-06-01 19:44:06",
+            mos_temperature=26.1,
+            mos_temperature_state="Normal",
+        ),
         # a unit without a MOSFET sensor prints "-": unknown, not 0
-        normal_row(address=3, voltage=50.24, current=-0.642, temperature=25.0, cell_temp_low=24.0,
-                   cell_temp_high=25.0, cell_voltage_low=3.346, cell_voltage_high=3.353, base_state="Dischg",
-                   soc=9.0, time="2025-06-01 19:44:07", mos_temperature=None, mos_temperature_state=None),
+        normal_row(
+            address=3,
+            voltage=50.24,
+            current=-0.642,
+            temperature=25.0,
+            cell_temp_low=24.0,
+            cell_temp_high=25.0,
+            cell_voltage_low=3.346,
+            cell_voltage_high=3.353,
+            base_state="Dischg",
+            soc=9.0,
+            time="2025-06-01 19:44:07",
+            mos_temperature=None,
+            mos_temperature_state=None,
+        ),
     ]
     assert rows[3:] == absent(*range(4, 17))
 
@@ -107,11 +168,25 @@ def test_pwr_sixteen_rows_with_mos_temperature() -> None:
 def test_pwr_cell_index_columns_and_system_alarm() -> None:
     rows = parse_power_table(fixture("pwr_16rows_ids_sysalarm.txt"))
     assert rows[0] == normal_row(
-        address=1, voltage=52.81, current=12.34, temperature=24.1, cell_temp_low=22.0, cell_temp_low_id=4,
-        cell_temp_high=23.1, cell_temp_high_id=11, cell_voltage_low=3.518, cell_voltage_low_id=6,
-        cell_voltage_high=3.532, cell_voltage_high_id=14, base_state="Charge", soc=93.0,
-        time="2026-01-20 14:05:33", mos_temperature=25.3, mos_temperature_state="Normal",
-        system_alarm_state="Normal")
+        address=1,
+        voltage=52.81,
+        current=12.34,
+        temperature=24.1,
+        cell_temp_low=22.0,
+        cell_temp_low_id=4,
+        cell_temp_high=23.1,
+        cell_temp_high_id=11,
+        cell_voltage_low=3.518,
+        cell_voltage_low_id=6,
+        cell_voltage_high=3.532,
+        cell_voltage_high_id=14,
+        base_state="Charge",
+        soc=93.0,
+        time="2026-01-20 14:05:33",
+        mos_temperature=25.3,
+        mos_temperature_state="Normal",
+        system_alarm_state="Normal",
+    )
     assert rows[1].cell_temp_low_id == 0 and rows[1].cell_voltage_high_id == 13
     # Absent rows keep the old 16-field layout under the 23-column header
     assert rows[2:] == absent(*range(3, 17))
@@ -122,28 +197,64 @@ def test_pwr_present_units_only() -> None:
     assert [row.address for row in rows] == [1, 2, 3]
     assert all(row.present for row in rows)
     assert rows[2] == normal_row(
-        address=3, voltage=53.101, current=0.0, temperature=28.7, cell_temp_low=26.5, cell_temp_low_id=5,
-        cell_temp_high=27.1, cell_temp_high_id=10, cell_voltage_low=3.531, cell_voltage_low_id=1,
-        cell_voltage_high=3.547, cell_voltage_high_id=8, base_state="Idle", soc=98.0, time="2026-10-02 08:15:39",
-        mos_temperature=28.0, mos_temperature_state="Normal")
+        address=3,
+        voltage=53.101,
+        current=0.0,
+        temperature=28.7,
+        cell_temp_low=26.5,
+        cell_temp_low_id=5,
+        cell_temp_high=27.1,
+        cell_temp_high_id=10,
+        cell_voltage_low=3.531,
+        cell_voltage_low_id=1,
+        cell_voltage_high=3.547,
+        cell_voltage_high_id=8,
+        base_state="Idle",
+        soc=98.0,
+        time="2026-10-02 08:15:39",
+        mos_temperature=28.0,
+        mos_temperature_state="Normal",
+    )
     assert rows[0].soc == 100.0 and rows[0].current == -2.21
 
 
 def test_pwr_pytes_barcode_and_device_type() -> None:
     rows = parse_power_table(fixture("pwr_pytes_barcode.txt"))
     assert rows[0] == normal_row(
-        address=1, voltage=52.64, current=-8.31, temperature=22.0, cell_temp_low=20.0, cell_temp_high=21.0,
-        cell_voltage_low=3.287, cell_voltage_high=3.295, base_state="Dischg", soc=58.0,
-        time="2025-02-14 21:10:02", barcode="PX0123456789AB", device_type="E-BOX-48100R")
+        address=1,
+        voltage=52.64,
+        current=-8.31,
+        temperature=22.0,
+        cell_temp_low=20.0,
+        cell_temp_high=21.0,
+        cell_voltage_low=3.287,
+        cell_voltage_high=3.295,
+        base_state="Dischg",
+        soc=58.0,
+        time="2025-02-14 21:10:02",
+        barcode="PX0123456789AB",
+        device_type="E-BOX-48100R",
+    )
     assert rows[1:] == absent(*range(2, 17))
 
 
 def test_pwr_force_hv_system_row_is_unit_1() -> None:
     rows = parse_power_table(fixture("pwr_force_hv.txt"))
-    assert rows == [normal_row(
-        address=1, voltage=301.452, current=-1.84, temperature=24.0, cell_temp_low=19.0, cell_temp_high=23.0,
-        cell_voltage_low=3.341, cell_voltage_high=3.359, base_state="Dischg", soc=62.0,
-        time="2024-01-08 10:12:41")]
+    assert rows == [
+        normal_row(
+            address=1,
+            voltage=301.452,
+            current=-1.84,
+            temperature=24.0,
+            cell_temp_low=19.0,
+            cell_temp_high=23.0,
+            cell_voltage_low=3.341,
+            cell_voltage_high=3.359,
+            base_state="Dischg",
+            soc=62.0,
+            time="2024-01-08 10:12:41",
+        )
+    ]
 
 
 # ---------------------------------------------------------------------------
@@ -153,12 +264,32 @@ def test_pwr_force_hv_system_row_is_unit_1() -> None:
 def test_bat_variant_a_fifteen_cells() -> None:
     table = parse_cell_table(fixture("bat_a_15.txt"), 1)
     assert table.address == 1 and len(table.cells) == 15
-    assert table.cells[7] == CellRow(index=7, voltage=3.562, current=-6.12, temperature=25.1, base_state="Dischg",
-                                     voltage_state="High", current_state="Normal", temperature_state="Normal",
-                                     soc=100.0, coulomb=49.876, balancing=True)
-    assert table.cells[11] == CellRow(index=11, voltage=3.317, current=-6.12, temperature=24.9, base_state="Dischg",
-                                      voltage_state="Normal", current_state="Normal", temperature_state="Normal",
-                                      soc=9.0, coulomb=4.48, balancing=True)
+    assert table.cells[7] == CellRow(
+        index=7,
+        voltage=3.562,
+        current=-6.12,
+        temperature=25.1,
+        base_state="Dischg",
+        voltage_state="High",
+        current_state="Normal",
+        temperature_state="Normal",
+        soc=100.0,
+        coulomb=49.876,
+        balancing=True,
+    )
+    assert table.cells[11] == CellRow(
+        index=11,
+        voltage=3.317,
+        current=-6.12,
+        temperature=24.9,
+        base_state="Dischg",
+        voltage_state="Normal",
+        current_state="Normal",
+        temperature_state="Normal",
+        soc=9.0,
+        coulomb=4.48,
+        balancing=True,
+    )
     assert [cell.index for cell in table.cells] == list(range(15))
     assert [cell.voltage for cell in table.cells[:3]] == [3.318, 3.32, 3.317]
     assert [cell.temperature for cell in table.cells[::5]] == [24.6, 25.1, 24.9]
@@ -167,17 +298,37 @@ def test_bat_variant_a_fifteen_cells() -> None:
 def test_bat_variant_a_sixteen_cells() -> None:
     table = parse_cell_table(fixture("bat_a_16.txt"), 2)
     assert table.address == 2 and len(table.cells) == 16
-    assert table.cells[15] == CellRow(index=15, voltage=3.331, current=0.0, temperature=21.4, base_state="Idle",
-                                      voltage_state="Normal", current_state="Normal", temperature_state="Normal",
-                                      soc=64.0, coulomb=63.995, balancing=False)
+    assert table.cells[15] == CellRow(
+        index=15,
+        voltage=3.331,
+        current=0.0,
+        temperature=21.4,
+        base_state="Idle",
+        voltage_state="Normal",
+        current_state="Normal",
+        temperature_state="Normal",
+        soc=64.0,
+        coulomb=63.995,
+        balancing=False,
+    )
 
 
 def test_bat_variant_b_percent_inside_coulomb() -> None:
     table = parse_cell_table(fixture("bat_b_15.txt"), 1)
     assert len(table.cells) == 15
-    assert table.cells[10] == CellRow(index=10, voltage=3.404, current=8.25, temperature=20.0, base_state="Charge",
-                                      voltage_state="Normal", current_state="Normal", temperature_state="Normal",
-                                      soc=5.0, coulomb=2.51, balancing=None)
+    assert table.cells[10] == CellRow(
+        index=10,
+        voltage=3.404,
+        current=8.25,
+        temperature=20.0,
+        base_state="Charge",
+        voltage_state="Normal",
+        current_state="Normal",
+        temperature_state="Normal",
+        soc=5.0,
+        coulomb=2.51,
+        balancing=None,
+    )
     assert table.cells[0].soc == 76.0 and table.cells[0].coulomb == 37.99
 
 
@@ -185,16 +336,35 @@ def test_bat_variant_c_without_current() -> None:
     table = parse_cell_table(fixture("bat_c_16.txt"), 1)
     assert len(table.cells) == 16
     assert {cell.current for cell in table.cells} == {None}
-    assert table.cells[9] == CellRow(index=9, voltage=3.292, current=None, temperature=23.0, base_state="Dischg",
-                                     voltage_state="Normal", current_state="Normal", temperature_state="Normal",
-                                     soc=42.0, coulomb=42.051)
+    assert table.cells[9] == CellRow(
+        index=9,
+        voltage=3.292,
+        current=None,
+        temperature=23.0,
+        base_state="Dischg",
+        voltage_state="Normal",
+        current_state="Normal",
+        temperature_state="Normal",
+        soc=42.0,
+        coulomb=42.051,
+    )
 
 
 def test_bat_variant_d_charge_and_discharge_temperature_states() -> None:
     table = parse_cell_table(fixture("bat_d_15.txt"), 1)
-    assert table.cells[6] == CellRow(index=6, voltage=3.463, current=-0.185, temperature=22.5, base_state="Dischg",
-                                     voltage_state="Normal", current_state="Normal", soc=97.0, coulomb=71.48,
-                                     balancing=False, extra={"DTemp. State": "Normal", "CTemp. State": "Normal"})
+    assert table.cells[6] == CellRow(
+        index=6,
+        voltage=3.463,
+        current=-0.185,
+        temperature=22.5,
+        base_state="Dischg",
+        voltage_state="Normal",
+        current_state="Normal",
+        soc=97.0,
+        coulomb=71.48,
+        balancing=False,
+        extra={"DTemp. State": "Normal", "CTemp. State": "Normal"},
+    )
 
 
 def test_bat_slave_coulomb_printed_as_zero_is_unknown() -> None:
@@ -207,9 +377,18 @@ def test_bat_slave_coulomb_printed_as_zero_is_unknown() -> None:
 def test_bat_force_hv_all_cells() -> None:
     table = parse_cell_table(fixture("bat_force_hv.txt"), 1)
     assert len(table.cells) == 30
-    assert table.cells[4] == CellRow(index=4, voltage=3.294, current=-1.21, temperature=19.0,
-                                     voltage_state="Normal", temperature_state="Normal", soc=42.0, coulomb=15.54,
-                                     balancing=True, extra={"WH(mWH)": "42% 51890"})
+    assert table.cells[4] == CellRow(
+        index=4,
+        voltage=3.294,
+        current=-1.21,
+        temperature=19.0,
+        voltage_state="Normal",
+        temperature_state="Normal",
+        soc=42.0,
+        coulomb=15.54,
+        balancing=True,
+        extra={"WH(mWH)": "42% 51890"},
+    )
     assert table.cells[17].soc == 9.0 and table.cells[17].coulomb == 3.33
     assert table.cells[29].temperature == 20.0
 
@@ -226,13 +405,54 @@ def test_bat_checks_the_echoed_unit() -> None:
 def test_pwr_detail_charging() -> None:
     detail = parse_power_detail(fixture("detail_us_charge.txt"))
     assert detail == PowerDetail(
-        address=1, voltage=51.236, current=18.42, temperature=27.6, soc=81.0, total_capacity=100.0,
-        max_voltage=54.0, charge_times=4127, base_state="Charge", voltage_state="Normal", current_state="Normal",
-        temperature_state="Normal", coulomb_state="Normal", soh_state="Normal", heater_state="OFF",
-        protect_enabled=("BOV", "BHV", "BLV", "BUV", "POV", "PHV", "PLV", "PUV", "CBOT", "CBHT", "CBLT", "CBUT",
-                         "DBOT", "DBHT", "DBLT", "DBUT", "POT", "PHT", "COC", "COC2", "COCA", "DOCA", "DOC", "DOC2",
-                         "SC", "LCOUL"),
-        bat_events=0, power_events=0, system_fault=0, extra={"Charge Sec.": "2214 s"})
+        address=1,
+        voltage=51.236,
+        current=18.42,
+        temperature=27.6,
+        soc=81.0,
+        total_capacity=100.0,
+        max_voltage=54.0,
+        charge_times=4127,
+        base_state="Charge",
+        voltage_state="Normal",
+        current_state="Normal",
+        temperature_state="Normal",
+        coulomb_state="Normal",
+        soh_state="Normal",
+        heater_state="OFF",
+        protect_enabled=(
+            "BOV",
+            "BHV",
+            "BLV",
+            "BUV",
+            "POV",
+            "PHV",
+            "PLV",
+            "PUV",
+            "CBOT",
+            "CBHT",
+            "CBLT",
+            "CBUT",
+            "DBOT",
+            "DBHT",
+            "DBLT",
+            "DBUT",
+            "POT",
+            "PHT",
+            "COC",
+            "COC2",
+            "COCA",
+            "DOCA",
+            "DOC",
+            "DOC2",
+            "SC",
+            "LCOUL",
+        ),
+        bat_events=0,
+        power_events=0,
+        system_fault=0,
+        extra={"Charge Sec.": "2214 s"},
+    )
 
 
 def test_pwr_detail_event_word_with_name() -> None:
@@ -264,12 +484,27 @@ def test_pwr_detail_pytes_milliamp_seconds() -> None:
 def test_info_us() -> None:
     info = parse_info(fixture("info_us.txt"))
     assert info == DeviceInfo(
-        address=2, manufacturer="Pylon", device_name="US3000C", board_version="V10R04",
-        main_soft_version="B69.25.0.0", soft_version="V1.4", barcode="TESTBARCODE00042", specification="48V/74AH",
-        nominal_capacity=74.0, cell_count=15, max_discharge_current=100.0, max_charge_current=100.0,
+        address=2,
+        manufacturer="Pylon",
+        device_name="US3000C",
+        board_version="V10R04",
+        main_soft_version="B69.25.0.0",
+        soft_version="V1.4",
+        barcode="TESTBARCODE00042",
+        specification="48V/74AH",
+        nominal_capacity=74.0,
+        cell_count=15,
+        max_discharge_current=100.0,
+        max_charge_current=100.0,
         console_baud=115200,
-        extra={"Board": "NF4.E2", "Boot version": "V1.0", "Comm version": "V2.0", "Release Date": "22-06-30",
-               "EPONPort rate": "1200"})
+        extra={
+            "Board": "NF4.E2",
+            "Boot version": "V1.0",
+            "Comm version": "V2.0",
+            "Release Date": "22-06-30",
+            "EPONPort rate": "1200",
+        },
+    )
 
 
 def test_info_pytes() -> None:
@@ -329,8 +564,7 @@ def test_error_replies(name: str) -> None:
     text = fixture(name)
     assert is_error_reply(text) == ERROR_FIXTURES[name]
     assert is_error_reply(text.replace("\n", "\r\n\r")) == ERROR_FIXTURES[name]
-    for parse in (parse_power_table, parse_power_detail, parse_info, parse_stats,
-                  lambda reply: parse_cell_table(reply, 17)):
+    for parse in (parse_power_table, parse_power_detail, parse_info, parse_stats, lambda reply: parse_cell_table(reply, 17)):
         with pytest.raises(ParseError, match="rejected the command"):
             parse(text)
 
@@ -340,9 +574,19 @@ def test_good_replies_are_not_errors(name: str) -> None:
     assert is_error_reply(fixture(name)) is None
 
 
-@pytest.mark.parametrize("token, value", [
-    ("0x0", 0), ("0x2000", 8192), ("8192", 8192), ("0x2000     COULFULL", 8192), ("0X1F", 31),
-    ("0x10000000 SYSERROR", 0x10000000), ("  0x4  ", 4), ("00000000", 0)])
+@pytest.mark.parametrize(
+    "token, value",
+    [
+        ("0x0", 0),
+        ("0x2000", 8192),
+        ("8192", 8192),
+        ("0x2000     COULFULL", 8192),
+        ("0X1F", 31),
+        ("0x10000000 SYSERROR", 0x10000000),
+        ("  0x4  ", 4),
+        ("00000000", 0),
+    ],
+)
 def test_parse_number(token: str, value: int) -> None:
     assert parse_number(token) == value
 
@@ -367,11 +611,11 @@ def payload_only(text: str) -> str:
 
 LINE_ENDS = {
     "lf": lambda text: text,
-    "device": lambda text: text.replace("\n", "\r\r\n"),        # table rows
-    "device-kv": lambda text: text.replace("\n", "\r\n\r"),     # key : value lines
+    "device": lambda text: text.replace("\n", "\r\r\n"),  # table rows
+    "device-kv": lambda text: text.replace("\n", "\r\n\r"),  # key : value lines
     "crlf": lambda text: text.replace("\n", "\r\n"),
     "cr": lambda text: text.replace("\n", "\r"),
-    "cr-turned-lf": lambda text: text.replace("\n", "\n\n"),    # publisher turned every CR into LF
+    "cr-turned-lf": lambda text: text.replace("\n", "\n\n"),  # publisher turned every CR into LF
     "payload": payload_only,
     "payload-cr": lambda text: "\r" + payload_only(text).replace("\n", "\r\n\r") + "\r\n",
     "prompts-piled-up": lambda text: "\n\rpylon>\n\r" + text,
@@ -438,8 +682,7 @@ def test_state_words() -> None:
 
 def numbers_and_states(record: object) -> Dict[str, object]:
     """Every typed field of a record (``extra`` / ``counters`` excluded)."""
-    return {f.name: getattr(record, f.name) for f in dataclasses.fields(record)
-            if f.name not in ("extra", "counters")}
+    return {f.name: getattr(record, f.name) for f in dataclasses.fields(record) if f.name not in ("extra", "counters")}
 
 
 def sweep_positions(text: str) -> Iterable[int]:
@@ -461,18 +704,16 @@ def test_tables_survive_every_lost_character(name: str) -> None:
     good = parse(text)
     for position in sweep_positions(text):
         try:
-            got = parse(text[:position] + text[position + 1:])
+            got = parse(text[:position] + text[position + 1 :])
         except ParseError:
             continue
         if got != good and name == "pwr_pytes_barcode.txt":
             # DevType is free text in the last column: nothing can show a lost character there
-            got = [dataclasses.replace(row, device_type=good_row.device_type)
-                   for row, good_row in zip(got, good)]  # type: ignore[call-overload]
+            got = [dataclasses.replace(row, device_type=good_row.device_type) for row, good_row in zip(got, good)]  # type: ignore[call-overload]
         assert got == good, "deleting %r at %d of %s" % (text[position], position, name)
 
 
-KV_TEXT_FIELDS = ("manufacturer", "device_name", "board_version", "main_soft_version", "soft_version", "barcode",
-                  "specification")
+KV_TEXT_FIELDS = ("manufacturer", "device_name", "board_version", "main_soft_version", "soft_version", "barcode", "specification")
 
 
 @pytest.mark.parametrize("name", fixture_names("detail_") + fixture_names("info_") + fixture_names("stat_"))
@@ -484,7 +725,7 @@ def test_key_value_blocks_survive_every_lost_character(name: str) -> None:
     good = numbers_and_states(parse(text))
     for position in range(len(text)):
         try:
-            got = numbers_and_states(parse(text[:position] + text[position + 1:]))
+            got = numbers_and_states(parse(text[:position] + text[position + 1 :]))
         except ParseError:
             continue
         for key, value in got.items():
@@ -520,7 +761,7 @@ def test_a_digit_turned_to_garbage_is_refused(data: st.DataObject, name: str) ->
     # what follows and are tested above.
     garbage = data.draw(st.sampled_from(list("xO.:;,|~+#%$@AaBZz}\x00\x7f\xa9")))
     try:
-        got = parse(text[:position] + garbage + text[position + 1:])
+        got = parse(text[:position] + garbage + text[position + 1 :])
     except ParseError:
         return
     # only a hex digit of the Force error code (checked, then dropped) can stay readable
@@ -536,8 +777,11 @@ def line_starts(text: str) -> List[int]:
 
 
 def header_line(text: str) -> int:
-    return next(number for number, line in enumerate(text.split("\n"))
-                if line.startswith(("Power ", "Battery ", "Bat ", "Volt ")) and ":" not in line)
+    return next(
+        number
+        for number, line in enumerate(text.split("\n"))
+        if line.startswith(("Power ", "Battery ", "Bat ", "Volt ")) and ":" not in line
+    )
 
 
 def header_span(text: str) -> range:
@@ -558,26 +802,37 @@ def test_several_lost_characters_never_give_wrong_numbers(data: st.DataObject, n
     good = parse(text)
     lines = text.split("\n")
     starts = line_starts(text)
-    numbers = data.draw(st.sets(st.sampled_from([n for n in range(len(lines)) if n != header_line(text)]),
-                                min_size=2, max_size=4))
+    numbers = data.draw(
+        st.sets(st.sampled_from([n for n in range(len(lines)) if n != header_line(text)]), min_size=2, max_size=4)
+    )
     positions = [starts[n] + data.draw(st.integers(min_value=0, max_value=len(lines[n]))) for n in numbers]
     corrupted = text
     for position in sorted(positions, reverse=True):
-        corrupted = corrupted[:position] + corrupted[position + 1:]
+        corrupted = corrupted[:position] + corrupted[position + 1 :]
     try:
         got = parse(corrupted)
     except ParseError:
         return
     if name == "pwr_pytes_barcode.txt":
-        got = [dataclasses.replace(row, device_type=good_row.device_type)  # type: ignore[call-overload]
-               for row, good_row in zip(got, good)]
+        got = [
+            dataclasses.replace(row, device_type=good_row.device_type)  # type: ignore[call-overload]
+            for row, good_row in zip(got, good)
+        ]
     assert got == good
 
 
-@pytest.mark.parametrize("name, loose", [
-    ("pwr_8rows_old.txt", None), ("pwr_16rows_mostempr.txt", "MosTempr"), ("pwr_16rows_ids_sysalarm.txt", "MosTempr"),
-    ("pwr_pytes_barcode.txt", None), ("bat_a_15.txt", "SOC"), ("bat_b_15.txt", "Coulomb"),
-    ("bat_force_hv.txt", "AH(mAH)")])
+@pytest.mark.parametrize(
+    "name, loose",
+    [
+        ("pwr_8rows_old.txt", None),
+        ("pwr_16rows_mostempr.txt", "MosTempr"),
+        ("pwr_16rows_ids_sysalarm.txt", "MosTempr"),
+        ("pwr_pytes_barcode.txt", None),
+        ("bat_a_15.txt", "SOC"),
+        ("bat_b_15.txt", "Coulomb"),
+        ("bat_force_hv.txt", "AH(mAH)"),
+    ],
+)
 def test_a_header_that_lost_padding_is_refused(name: str, loose: str) -> None:
     """A space lost between two header names moves the later names left.  Before the first
     column whose values are right-aligned or change width, tables with Absent rows (whose
@@ -588,12 +843,12 @@ def test_a_header_that_lost_padding_is_refused(name: str, loose: str) -> None:
     parse = parser_for(name)
     text = fixture(name)
     header = header_span(text)
-    end = len(text[:text.index(loose, header.start)].rstrip()) if loose else header.stop
-    doubles = [p for p in header if p < end and text[p:p + 2] == "  " and text[p + 2:p + 3] not in (" ", "\n")]
+    end = len(text[: text.index(loose, header.start)].rstrip()) if loose else header.stop
+    doubles = [p for p in header if p < end and text[p : p + 2] == "  " and text[p + 2 : p + 3] not in (" ", "\n")]
     assert doubles
     for position in doubles:
         with pytest.raises(ParseError):
-            parse(text[:position] + text[position + 1:])
+            parse(text[:position] + text[position + 1 :])
 
 
 def cut_points(text: str) -> Iterable[int]:
@@ -611,8 +866,9 @@ def with_cell_count(name: str) -> Callable[[str], object]:
     return lambda text: parse_cell_table(text, bat_address(fixture(name)), cells=count)
 
 
-@pytest.mark.parametrize("name", [name for name in fixture_names("pwr_") + fixture_names("bat_")
-                                  if name != "pwr_present_only.txt"])
+@pytest.mark.parametrize(
+    "name", [name for name in fixture_names("pwr_") + fixture_names("bat_") if name != "pwr_present_only.txt"]
+)
 def test_table_cut_short_is_refused(name: str) -> None:
     """A payload that ends early (no completion line) is refused, unless only the last
     Absent placeholders of the last row went missing (the rows are then still complete)."""
@@ -634,36 +890,39 @@ def test_present_only_table_cut_at_a_row_end_is_a_shorter_bank() -> None:
     seen in the text; the transport's framing (waiting for $$) is what guards this."""
     payload = payload_only(fixture("pwr_present_only.txt"))
     rows = parse_power_table(payload)
-    assert parse_power_table(payload[:payload.rindex("\n")]) == rows[:2]
+    assert parse_power_table(payload[: payload.rindex("\n")]) == rows[:2]
     with pytest.raises(ParseError):
-        parse_power_table(payload[:payload.rindex("\n") + 30])
+        parse_power_table(payload[: payload.rindex("\n") + 30])
 
 
 def test_cell_table_cut_without_the_cell_count() -> None:
     """Without the cell count, 15 of 16 cells look like a whole 15-cell table; with it, not."""
     payload = payload_only(fixture("bat_c_16.txt"))
-    cut = payload[:payload.rindex("\n")]
+    cut = payload[: payload.rindex("\n")]
     assert len(parse_cell_table(cut, 1).cells) == 15
     with pytest.raises(ParseError, match="15 cells where the unit has 16"):
         parse_cell_table(cut, 1, cells=16)
     with pytest.raises(ParseError, match="cut short"):
-        parse_cell_table(payload[:payload.index("\n14 ")], 1)
+        parse_cell_table(payload[: payload.index("\n14 ")], 1)
 
 
 def test_cell_table_without_a_row_is_refused() -> None:
     lines = fixture("bat_a_15.txt").split("\n")
     for missing in (3, 10, 17):
         with pytest.raises(ParseError, match="cells are numbered|cells \\(table cut short"):
-            parse_cell_table("\n".join(lines[:missing] + lines[missing + 1:]), 1)
+            parse_cell_table("\n".join(lines[:missing] + lines[missing + 1 :]), 1)
 
 
-@pytest.mark.parametrize("old, new, why", [
-    ("3398   3404", "3398   5404", "cell voltage"),        # 5.404 V cell
-    ("51012  4120", "1012   4120", "pack voltage"),        # 1.012 V pack
-    ("18000  15000", "180000 15000", "temperature"),       # 180 degC
-    ("72%", "120%", "percentage"),                         # SoC above 110 %
-    ("3398   3404", "3404   3398", "lowest cell voltage above"),
-])
+@pytest.mark.parametrize(
+    "old, new, why",
+    [
+        ("3398   3404", "3398   5404", "cell voltage"),  # 5.404 V cell
+        ("51012  4120", "1012   4120", "pack voltage"),  # 1.012 V pack
+        ("18000  15000", "180000 15000", "temperature"),  # 180 degC
+        ("72%", "120%", "percentage"),  # SoC above 110 %
+        ("3398   3404", "3404   3398", "lowest cell voltage above"),
+    ],
+)
 def test_physically_impossible_values_are_refused(old: str, new: str, why: str) -> None:
     text = fixture("pwr_8rows_old.txt")
     assert old in text
@@ -673,8 +932,13 @@ def test_physically_impossible_values_are_refused(old: str, new: str, why: str) 
 
 def test_info_ratings_must_agree() -> None:
     text = fixture("info_us.txt")
-    for old, new in ((": 15\n", ": 5\n"), ("48V/74AH", "48V/7AH"), (": -100000mA", ": -10000mA"),
-                     ("48V/74AH", "4V/74AH"), ("48V/74AH", "48.V/74AH")):
+    for old, new in (
+        (": 15\n", ": 5\n"),
+        ("48V/74AH", "48V/7AH"),
+        (": -100000mA", ": -10000mA"),
+        ("48V/74AH", "4V/74AH"),
+        ("48V/74AH", "48.V/74AH"),
+    ):
         assert old in text
         with pytest.raises(ParseError):
             parse_info(text.replace(old, new))
@@ -682,10 +946,20 @@ def test_info_ratings_must_agree() -> None:
 
 def test_parsers_give_no_partial_results_on_other_commands() -> None:
     """Each parser refuses the other commands' replies instead of half-reading them."""
-    samples = {"pwr": fixture("pwr_8rows_old.txt"), "pwr N": fixture("detail_us_charge.txt"),
-               "bat": fixture("bat_a_15.txt"), "info": fixture("info_us.txt"), "stat": fixture("stat_us.txt")}
-    parsers = {"pwr": parse_power_table, "pwr N": parse_power_detail, "bat": lambda text: parse_cell_table(text, 1),
-               "info": parse_info, "stat": parse_stats}  # type: Dict[str, Callable[[str], object]]
+    samples = {
+        "pwr": fixture("pwr_8rows_old.txt"),
+        "pwr N": fixture("detail_us_charge.txt"),
+        "bat": fixture("bat_a_15.txt"),
+        "info": fixture("info_us.txt"),
+        "stat": fixture("stat_us.txt"),
+    }
+    parsers = {
+        "pwr": parse_power_table,
+        "pwr N": parse_power_detail,
+        "bat": lambda text: parse_cell_table(text, 1),
+        "info": parse_info,
+        "stat": parse_stats,
+    }  # type: Dict[str, Callable[[str], object]]
     for command, parse in parsers.items():
         for other, text in samples.items():
             if other != command:
@@ -724,7 +998,12 @@ def test_an_older_bat_coulomb_without_percentage_is_read_by_its_unit() -> None:
 
 
 def test_a_bat_coulomb_in_ah_is_read_as_ah() -> None:
-    table = parse_cell_table(_bat_b_with_coulomb(lambda m: "%s%s%s AH" % (m.group(1), m.group(2), str(int(m.group(3)) // 1000).rjust(len(m.group(3))))), 1)
+    table = parse_cell_table(
+        _bat_b_with_coulomb(
+            lambda m: "%s%s%s AH" % (m.group(1), m.group(2), str(int(m.group(3)) // 1000).rjust(len(m.group(3))))
+        ),
+        1,
+    )
     assert table.cells[0].coulomb == 37.0 and table.cells[0].soc == 76.0
 
 

@@ -36,8 +36,7 @@ class CountingConsole(Console):
 def test_a_bat_reply_that_does_not_parse_is_asked_again_once_per_cells_interval(tmp_path, caplog) -> None:
     good = _payload("bat_b_15.txt")
     # unit 1's Coulomb column in a unit nobody knows: the table cannot be trusted
-    bad = re.sub(r"(\d+%)(\s+)(\d+) mAH", lambda m: ("%s %s mWH" % (m.group(1), m.group(3))).rjust(len(m.group(0))),
-                 good)
+    bad = re.sub(r"(\d+%)(\s+)(\d+) mAH", lambda m: ("%s %s mWH" % (m.group(1), m.group(3))).rjust(len(m.group(0))), good)
     (tmp_path / "pwr.txt").write_text(_payload("pwr_8rows_old.txt"))
     (tmp_path / "bat_1.txt").write_text(bad)
     (tmp_path / "bat_2.txt").write_text(good)

@@ -19,7 +19,14 @@ import yaml
 
 from extra200 import parsing, simulator
 from extra200.simulator import (
-    PRESETS, WAKE_FRAME, Console, PtySimulator, ScenarioError, UnitSnapshot, load_scenario, shipped_scenarios,
+    PRESETS,
+    WAKE_FRAME,
+    Console,
+    PtySimulator,
+    ScenarioError,
+    UnitSnapshot,
+    load_scenario,
+    shipped_scenarios,
 )
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
@@ -35,8 +42,13 @@ TINY = {
     "latency": 0.0,
     "clock": "2025-01-02 03:04:05",
     "defaults": {
-        "capacity": 50, "current": -2.5, "soc": 57, "cell_voltage": 3.301,
-        "temperatures": [20.0, 21.0, 22.0], "bms_temperature": 23.4, "mos_temperature": 22.1,
+        "capacity": 50,
+        "current": -2.5,
+        "soc": 57,
+        "cell_voltage": 3.301,
+        "temperatures": [20.0, 21.0, 22.0],
+        "bms_temperature": 23.4,
+        "mos_temperature": 22.1,
     },
     "unit": {1: {"barcode": "PTEST00000000001", "charge_times": 17, "state_seconds": 42}, 2: {"absent": True}},
 }
@@ -176,9 +188,7 @@ def test_exact_framing_of_a_key_value_reply(tiny_path: str) -> None:
 def test_exact_framing_of_a_table(tiny_path: str) -> None:
     with open_url("?scenario=" + tiny_path) as port:
         reply = exchange(port, b"pwr\n")
-    rows = [TINY_PWR_HEADER, TINY_PWR_ROW_1, TINY_PWR_ROW_2] + [
-        (b"%-6d" % n) + TINY_PWR_ROW_2[6:] for n in range(3, 17)
-    ]
+    rows = [TINY_PWR_HEADER, TINY_PWR_ROW_1, TINY_PWR_ROW_2] + [(b"%-6d" % n) + TINY_PWR_ROW_2[6:] for n in range(3, 17)]
     assert reply == b"pwr\n\r@\r\r\n" + b"\r\r\n".join(rows) + DONE + b"pylon>"
 
 
@@ -197,9 +207,14 @@ def test_bat_table_rows_and_info_lines(tiny_path: str) -> None:
     assert bat.endswith(b"mAH      N" + DONE + b"pylon>")
     assert bat.count(b"\r\r\n") == 16  # the @ line, the header, rows 0-13; row 14 ends \r\n
     assert info.startswith(b"info 1\n\r@\r\n\rDevice address      : 1\r\n\rManufacturer        : Pylon\r\n")
-    for line in (b"\rBarcode             : PTEST00000000001\r\n\r\r\n", b"\rSpecification       : 48V/50AH\r\n",
-                 b"\rCell Number         : 15\r\n", b"\rMax Dischg Curr     : -90000mA\r\n",
-                 b"\rMax Charge Curr     : 90000mA\r\n", b"\rConsole Port rate   : 115200" + DONE):
+    for line in (
+        b"\rBarcode             : PTEST00000000001\r\n\r\r\n",
+        b"\rSpecification       : 48V/50AH\r\n",
+        b"\rCell Number         : 15\r\n",
+        b"\rMax Dischg Curr     : -90000mA\r\n",
+        b"\rMax Charge Curr     : 90000mA\r\n",
+        b"\rConsole Port rate   : 115200" + DONE,
+    ):
         assert line in info
 
 
@@ -359,14 +374,31 @@ def unit_view(port: serial.SerialBase, address: int) -> Dict[str, object]:
     table = table_lines(exchange(port, b"pwr\r"))
     row = next(line.split() for line in table[1:] if line.split()[0] == str(address))
     cells = [int(line.split()[1]) for line in table_lines(exchange(port, b"bat %d\r" % address))[1:]]
-    return {"volt": int(row[1]), "curr": int(row[2]), "vlow": int(row[6]), "vhigh": int(row[7]),
-            "state": row[8], "soc": int(row[12].rstrip("%")), "cells": cells}
+    return {
+        "volt": int(row[1]),
+        "curr": int(row[2]),
+        "vlow": int(row[6]),
+        "vhigh": int(row[7]),
+        "state": row[8],
+        "soc": int(row[12].rstrip("%")),
+        "cells": cells,
+    }
 
 
 def test_drift_is_consistent_and_follows_the_current(tmp_path) -> None:
-    data = {"name": "drift", "units": 1, "speed": 0.001, "latency": 0,
-            "defaults": {"capacity": 50, "current": -25.0, "soc": 60, "cell_voltage": 3.300,
-                         "cell_offsets": [0, 3, -2, 1, 0, 0, 4, -1, 0, 2, 0, 0, -3, 1, 0]}}
+    data = {
+        "name": "drift",
+        "units": 1,
+        "speed": 0.001,
+        "latency": 0,
+        "defaults": {
+            "capacity": 50,
+            "current": -25.0,
+            "soc": 60,
+            "cell_voltage": 3.300,
+            "cell_offsets": [0, 3, -2, 1, 0, 0, 4, -1, 0, 2, 0, 0, -3, 1, 0],
+        },
+    }
     with open_url("?scenario=" + write_scenario(tmp_path, data)) as port:
         bank = port.bank
         bank.set_drift(False)
@@ -394,7 +426,11 @@ def test_drift_is_consistent_and_follows_the_current(tmp_path) -> None:
 
 def test_timeline_changes_happen_in_order(tmp_path) -> None:
     data = {
-        "name": "timeline", "units": 3, "speed": 0.001, "drift": False, "latency": 0,
+        "name": "timeline",
+        "units": 3,
+        "speed": 0.001,
+        "drift": False,
+        "latency": 0,
         "defaults": {"cell_voltage": 3.3, "temperatures": [25.0], "bms_temperature": 26.0},
         "timeline": [
             {"at": 30, "unit": 2, "absent": True},
@@ -454,14 +490,14 @@ def test_runtime_control_api() -> None:
         clean = exchange(port, b"info 1\r")
         bank.cut_next_reply(10)
         port.write(b"info 1\r")
-        assert quiet(port) == b"info 1\n" + clean[len(b"info 1\n"):][:10]
+        assert quiet(port) == b"info 1\n" + clean[len(b"info 1\n") :][:10]
         assert exchange(port, b"info 1\r") == clean
 
         bank.set_garbage(1.0)
         port.write(b"info 1\r")
         garbled = quiet(port)
         assert garbled.startswith(b"info 1\n") and len(garbled) == len(clean)
-        assert garbled[len(b"info 1\n"):] != clean[len(b"info 1\n"):]
+        assert garbled[len(b"info 1\n") :] != clean[len(b"info 1\n") :]
         bank.set_garbage(0.0)
         bank.set_drop(1.0)
         port.write(b"info 1\r")
@@ -477,8 +513,15 @@ def test_runtime_control_api() -> None:
 
 def test_scenario_problems_are_reported_together(tmp_path) -> None:
     with pytest.raises(ScenarioError) as caught:
-        load_scenario({"units": 20, "firmware": "nope", "colour": 1,
-                       "defaults": {"cells": 14, "soc": 140}, "timeline": [{"at": 5, "soc": 5}]})
+        load_scenario(
+            {
+                "units": 20,
+                "firmware": "nope",
+                "colour": 1,
+                "defaults": {"cells": 14, "soc": 140},
+                "timeline": [{"at": 5, "soc": 5}],
+            }
+        )
     text = " | ".join(caught.value.problems)
     for part in ("units", "firmware.preset", "colour", "defaults.cells", "defaults.soc", "timeline[0]"):
         assert part in text
@@ -488,22 +531,27 @@ def test_scenario_problems_are_reported_together(tmp_path) -> None:
 
 def test_scenario_cells_count_from_1_and_a_wrong_cell_names_its_line(tmp_path) -> None:
     path = tmp_path / "cells.yaml"
-    path.write_text("units: 2\n"
-                    "unit:\n"
-                    "  2: {cells: 16, balancing: [16], cell_states: {16: High}}\n"
-                    "timeline:\n"
-                    "  - {at: 10, unit: 2, cell: 16, cell_voltage: 3.6}\n"
-                    "  - {at: 20, unit: 1, cell: 15, cell_voltage: 3.6}\n"
-                    "  - {at: 30, unit: 1, cell: 16, cell_voltage: 3.6}\n"
-                    "  - {at: 40, unit: all, cell: 0, cell_voltage: 3.6}\n")
+    path.write_text(
+        "units: 2\n"
+        "unit:\n"
+        "  2: {cells: 16, balancing: [16], cell_states: {16: High}}\n"
+        "timeline:\n"
+        "  - {at: 10, unit: 2, cell: 16, cell_voltage: 3.6}\n"
+        "  - {at: 20, unit: 1, cell: 15, cell_voltage: 3.6}\n"
+        "  - {at: 30, unit: 1, cell: 16, cell_voltage: 3.6}\n"
+        "  - {at: 40, unit: all, cell: 0, cell_voltage: 3.6}\n"
+    )
     with pytest.raises(ScenarioError) as caught:
         load_scenario(str(path))
     assert caught.value.problems == [
         "timeline[3] (line 8).cell: cell 0 does not exist (cells count from 1, as in B1C1)",
         "timeline[2] (line 7).cell: cell 16 does not exist on unit 1 (15 cells)",
     ]
-    path.write_text(path.read_text().replace("  - {at: 30, unit: 1, cell: 16, cell_voltage: 3.6}\n", "")
-                    .replace("  - {at: 40, unit: all, cell: 0, cell_voltage: 3.6}\n", ""))
+    path.write_text(
+        path.read_text()
+        .replace("  - {at: 30, unit: 1, cell: 16, cell_voltage: 3.6}\n", "")
+        .replace("  - {at: 40, unit: all, cell: 0, cell_voltage: 3.6}\n", "")
+    )
     scenario = load_scenario(str(path))
     assert [e.changes["cell"] for e in scenario.timeline] == [15, 14]  # console indices
     assert scenario.unit_settings[2]["balancing"] == (15,) and scenario.unit_settings[2]["cell_states"] == {15: "High"}
@@ -570,16 +618,26 @@ def expected_values(unit: UnitSnapshot, fw) -> Dict[str, Dict[str, object]]:
     ids = fw.pwr_layout in ("ids", "ids_sysalarm")
     mos = fw.pwr_layout in ("mos", "ids", "ids_sysalarm")
     row = {
-        "present": True, "voltage": volts, "current": amps, "temperature": unit.bms_temp_mc / 1000.0,
-        "cell_temp_low": unit.temp_low_mc / 1000.0, "cell_temp_high": unit.temp_high_mc / 1000.0,
-        "cell_voltage_low": unit.cell_low_mv / 1000.0, "cell_voltage_high": unit.cell_high_mv / 1000.0,
+        "present": True,
+        "voltage": volts,
+        "current": amps,
+        "temperature": unit.bms_temp_mc / 1000.0,
+        "cell_temp_low": unit.temp_low_mc / 1000.0,
+        "cell_temp_high": unit.temp_high_mc / 1000.0,
+        "cell_voltage_low": unit.cell_low_mv / 1000.0,
+        "cell_voltage_high": unit.cell_high_mv / 1000.0,
         "cell_temp_low_id": unit.temp_low_index if ids else None,
         "cell_temp_high_id": unit.temp_high_index if ids else None,
         "cell_voltage_low_id": unit.cell_low_index if ids else None,
         "cell_voltage_high_id": unit.cell_high_index if ids else None,
-        "base_state": unit.base_state, "voltage_state": unit.volt_state, "current_state": unit.curr_state,
-        "temperature_state": unit.temp_state, "soc": float(unit.soc), "time": unit.rtc,
-        "battery_voltage_state": unit.bv_state, "battery_temperature_state": unit.bt_state,
+        "base_state": unit.base_state,
+        "voltage_state": unit.volt_state,
+        "current_state": unit.curr_state,
+        "temperature_state": unit.temp_state,
+        "soc": float(unit.soc),
+        "time": unit.rtc,
+        "battery_voltage_state": unit.bv_state,
+        "battery_temperature_state": unit.bt_state,
         "mos_temperature": (None if unit.mos_temp_mc is None else unit.mos_temp_mc / 1000.0) if mos else None,
         "mos_temperature_state": (None if unit.mos_temp_mc is None else unit.mos_state) if mos else None,
         "system_alarm_state": unit.sys_alarm if fw.pwr_layout == "ids_sysalarm" else None,
@@ -587,24 +645,42 @@ def expected_values(unit: UnitSnapshot, fw) -> Dict[str, Dict[str, object]]:
         "device_type": unit.model if fw.pwr_layout == "pytes" else None,
     }
     detail = {
-        "address": unit.address, "voltage": volts, "current": amps, "temperature": unit.bms_temp_mc / 1000.0,
-        "soc": float(unit.soc), "total_capacity": unit.capacity_mah / 1000.0,
-        "charge_times": unit.charge_times if unit.address == 1 else 0, "base_state": unit.base_state,
-        "voltage_state": unit.volt_state, "current_state": unit.curr_state, "temperature_state": unit.temp_state,
-        "coulomb_state": unit.coul_state, "heater_state": "ON" if unit.heater else "OFF",
-        "bat_events": unit.bat_events, "power_events": unit.power_events, "system_fault": unit.system_fault,
+        "address": unit.address,
+        "voltage": volts,
+        "current": amps,
+        "temperature": unit.bms_temp_mc / 1000.0,
+        "soc": float(unit.soc),
+        "total_capacity": unit.capacity_mah / 1000.0,
+        "charge_times": unit.charge_times if unit.address == 1 else 0,
+        "base_state": unit.base_state,
+        "voltage_state": unit.volt_state,
+        "current_state": unit.curr_state,
+        "temperature_state": unit.temp_state,
+        "coulomb_state": unit.coul_state,
+        "heater_state": "ON" if unit.heater else "OFF",
+        "bat_events": unit.bat_events,
+        "power_events": unit.power_events,
+        "system_fault": unit.system_fault,
     }
     if fw.detail_layout == "pylon":
-        detail.update(max_voltage=unit.max_voltage_mv / 1000.0, soh_state=unit.soh_state,
-                      protect_enabled=tuple(fw.protect.split()))
+        detail.update(
+            max_voltage=unit.max_voltage_mv / 1000.0, soh_state=unit.soh_state, protect_enabled=tuple(fw.protect.split())
+        )
     info = {
-        "address": unit.address, "manufacturer": unit.manufacturer, "device_name": unit.model,
-        "main_soft_version": unit.main_soft_version, "soft_version": unit.soft_version, "barcode": unit.barcode,
-        "nominal_capacity": unit.capacity_mah / 1000.0, "cell_count": len(unit.cells_mv),
-        "max_discharge_current": unit.max_discharge_ma / 1000.0, "max_charge_current": unit.max_charge_ma / 1000.0,
+        "address": unit.address,
+        "manufacturer": unit.manufacturer,
+        "device_name": unit.model,
+        "main_soft_version": unit.main_soft_version,
+        "soft_version": unit.soft_version,
+        "barcode": unit.barcode,
+        "nominal_capacity": unit.capacity_mah / 1000.0,
+        "cell_count": len(unit.cells_mv),
+        "max_discharge_current": unit.max_discharge_ma / 1000.0,
+        "max_charge_current": unit.max_charge_ma / 1000.0,
     }
     stats = {
-        "address": unit.address, "cycle_count": unit.stat("CYCLE Times"),
+        "address": unit.address,
+        "cycle_count": unit.stat("CYCLE Times"),
         "soh": float(unit.stat("SOH", 100)) if fw.stat_layout in ("us", "us3000d") else None,
         "charge_times": unit.stat("Charge Times"),
     }
@@ -676,14 +752,29 @@ def test_every_firmware_layout_parses_to_its_values(preset: str) -> None:
     # a gap in a present-units-only table (US3000D) is refused by the parser, so the absent unit goes last there
     absent = 3 if PRESETS[preset].pwr_rows == 0 else 2
     other = 5 - absent
-    check_parsed(load_scenario({
-        "name": preset, "firmware": preset, "units": 3, "drift": False,
-        "defaults": {"cells": cells, "current": 7.5, "soc": 100, "cell_voltage": 3.401,
-                     "cell_offsets": [0, 5, -4, 2], "temperatures": [18.0, 19.0, 17.5]},
-        "unit": {1: {"balancing": [1], "cell_states": {1: "High"}, "stats": {"cycles": 12, "soh": 91}},
-                 absent: {"absent": True},
-                 other: {"current": -12.25, "soc": 9, "mos_temperature": None, "power_events": 0x8008}},
-    }))
+    check_parsed(
+        load_scenario(
+            {
+                "name": preset,
+                "firmware": preset,
+                "units": 3,
+                "drift": False,
+                "defaults": {
+                    "cells": cells,
+                    "current": 7.5,
+                    "soc": 100,
+                    "cell_voltage": 3.401,
+                    "cell_offsets": [0, 5, -4, 2],
+                    "temperatures": [18.0, 19.0, 17.5],
+                },
+                "unit": {
+                    1: {"balancing": [1], "cell_states": {1: "High"}, "stats": {"cycles": 12, "soh": 91}},
+                    absent: {"absent": True},
+                    other: {"current": -12.25, "soc": 9, "mos_temperature": None, "power_events": 0x8008},
+                },
+            }
+        )
+    )
 
 
 # --------------------------------------------------------------- pseudo-terminal
@@ -763,9 +854,10 @@ def test_pty_unplug_and_replug_behind_the_link(tmp_path, tiny_path: str) -> None
 def test_cli_serves_until_a_signal(tmp_path, signum: int) -> None:
     link = str(tmp_path / "ttyPYLON")
     process = subprocess.Popen(
-        [sys.executable, os.path.join(ROOT, "extra200tomqtt.py"), "simulate", "us2000c-3", "--link", link,
-         "--no-drift"],
-        cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+        [sys.executable, os.path.join(ROOT, "extra200tomqtt.py"), "simulate", "us2000c-3", "--link", link, "--no-drift"],
+        cwd=ROOT,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
     )
     try:
         path = process.stdout.readline().decode().strip()
@@ -788,7 +880,10 @@ def test_cli_rejects_a_bad_scenario(tmp_path) -> None:
     bad = write_scenario(tmp_path, {"name": "bad", "units": 0})
     result = subprocess.run(
         [sys.executable, "-c", "import sys; from extra200.simulator import main; sys.exit(main(sys.argv[1:]))", bad],
-        cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.PIPE, timeout=30,
+        cwd=ROOT,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        timeout=30,
     )
     assert result.returncode == 2
     assert b"units" in result.stderr

@@ -180,9 +180,7 @@ def needs_root() -> None:
 def test_start_sh_is_shellcheck_clean() -> None:
     shellcheck = shutil.which("shellcheck")
     assert shellcheck, "shellcheck is not installed (apt-get install shellcheck)"
-    result = subprocess.run(
-        [shellcheck, START_SH], stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, check=False
-    )
+    result = subprocess.run([shellcheck, START_SH], stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, check=False)
     assert result.returncode == 0, result.stdout
 
 
@@ -261,9 +259,7 @@ def test_mount_refused_falls_back_to_disk_and_says_so_once(workdir: str, supervi
             subprocess.run(["umount", "-l", ramdisk], check=False)
 
 
-def test_a_bind_mount_of_a_disk_directory_is_not_taken_for_the_ramdisk(
-    workdir: str, supervisors: List[Supervisor]
-) -> None:
+def test_a_bind_mount_of_a_disk_directory_is_not_taken_for_the_ramdisk(workdir: str, supervisors: List[Supervisor]) -> None:
     """Under the unit's ProtectSystem=strict, systemd bind-mounts the log directory onto itself."""
     needs_root()
     os.chmod(workdir, 0o777)  # nobody writes its event record there
@@ -366,9 +362,7 @@ def test_a_killed_daemon_is_restarted(workdir: str, supervisors: List[Supervisor
 
 
 @pytest.mark.parametrize("signum", [signal.SIGTERM, signal.SIGINT])
-def test_a_stop_signal_reaches_the_daemon_and_everything_stops(
-    workdir: str, supervisors: List[Supervisor], signum: int
-) -> None:
+def test_a_stop_signal_reaches_the_daemon_and_everything_stops(workdir: str, supervisors: List[Supervisor], signum: int) -> None:
     supervisor = Supervisor(workdir, {"EXTRA200_RAMDISK": ""}, [])
     supervisors.append(supervisor)
     start = supervisor.wait_starts(1)[0]
@@ -396,9 +390,7 @@ def test_a_stop_during_the_restart_delay_is_prompt(workdir: str, supervisors: Li
     assert len(supervisor.events("start")) == 1
 
 
-def test_a_daemon_ignoring_sigterm_is_killed_after_the_stop_timeout(
-    workdir: str, supervisors: List[Supervisor]
-) -> None:
+def test_a_daemon_ignoring_sigterm_is_killed_after_the_stop_timeout(workdir: str, supervisors: List[Supervisor]) -> None:
     env = {"EXTRA200_RAMDISK": "", "FAKE_IGNORE_TERM": "1", "EXTRA200_STOP_TIMEOUT": "2"}
     supervisor = Supervisor(workdir, env, [])
     supervisors.append(supervisor)

@@ -204,9 +204,7 @@ def test_a_reader_never_sees_a_partial_file(tmp_path):
     thread = threading.Thread(target=writer)
     thread.start()
     try:
-        result = subprocess.run(
-            [sys.executable, "-c", READER, path, "5000"], stdout=subprocess.PIPE, check=True, timeout=300
-        )
+        result = subprocess.run([sys.executable, "-c", READER, path, "5000"], stdout=subprocess.PIPE, check=True, timeout=300)
     finally:
         stop.set()
         thread.join()

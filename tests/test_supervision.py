@@ -16,8 +16,12 @@ def test_status_line_reaches_systemd_notify_socket(tmp_path):
     sock.bind(path)
     sock.settimeout(30)
     env = dict(os.environ, NOTIFY_SOCKET=path)
-    proc = subprocess.Popen([sys.executable, ENTRY, "--port", "pylonsim://", "--dry-run", "--state-dir", str(tmp_path)],
-                            env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    proc = subprocess.Popen(
+        [sys.executable, ENTRY, "--port", "pylonsim://", "--dry-run", "--state-dir", str(tmp_path)],
+        env=env,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
     try:
         message = sock.recv(4096).decode()
     finally:
@@ -47,8 +51,7 @@ def _run_under_killed_parent(tmp_path, supervised: bool) -> bool:
     env.pop("EXTRA200_SUPERVISED", None)
     if supervised:
         env["EXTRA200_SUPERVISED"] = "1"
-    command = '"%s" "%s" --port pylonsim:// --dry-run --state-dir "%s" >/dev/null 2>&1 & wait' % (
-        sys.executable, ENTRY, tmp_path)
+    command = '"%s" "%s" --port pylonsim:// --dry-run --state-dir "%s" >/dev/null 2>&1 & wait' % (sys.executable, ENTRY, tmp_path)
     shell = subprocess.Popen(["sh", "-c", command], env=env)
     deadline = time.monotonic() + 10
     pids = []

@@ -86,7 +86,7 @@ class FakeBattery:
     def send(self, data: bytes) -> None:
         """Write at a paced rate, in small chunks, as a UART would deliver them."""
         for start in range(0, len(data), 48):
-            os.write(self.master, data[start:start + 48])
+            os.write(self.master, data[start : start + 48])
             time.sleep(0.0005)
 
     def reply(self, command: str, lines: List[bytes], ok: bool = True, table: bool = True) -> None:
@@ -224,10 +224,7 @@ def test_rejected_command_is_a_reply_not_an_exception(battery: FakeBattery) -> N
 
 
 def test_paging_is_answered_with_enter(battery: FakeBattery) -> None:
-    pages = [
-        [b" Index   : %d" % index, b" Info    : The device start charging."]
-        for index in (3, 2, 1)
-    ]
+    pages = [[b" Index   : %d" % index, b" Info    : The device start charging."] for index in (3, 2, 1)]
     battery.script["log"] = [lambda fake, command: fake.paged_reply(command, pages)]
     with console_for(battery) as console:
         reply = console.command("log")
@@ -495,8 +492,7 @@ def quick(console: Console) -> Console:
     return console
 
 
-def test_auto_baud_finds_an_awake_console_at_19200(pty_console: Callable[..., object],
-                                                   caplog: pytest.LogCaptureFixture) -> None:
+def test_auto_baud_finds_an_awake_console_at_19200(pty_console: Callable[..., object], caplog: pytest.LogCaptureFixture) -> None:
     sim = pty_console(console_baud=19200)
     caplog.set_level(logging.INFO, logger="extra200.transport")
     with quick(Console(sim.path, baud="auto")) as console:  # type: ignore[attr-defined]
@@ -528,8 +524,7 @@ def test_login_auto_leaves_a_console_that_needs_none_in_user_mode(pty_console: C
         assert not unknown.ok and unknown.prompt == "pylon>"
 
 
-def test_the_preferred_baud_is_tried_first(pty_console: Callable[..., object],
-                                            caplog: pytest.LogCaptureFixture) -> None:
+def test_the_preferred_baud_is_tried_first(pty_console: Callable[..., object], caplog: pytest.LogCaptureFixture) -> None:
     sim = pty_console(console_baud=9600)
     caplog.set_level(logging.DEBUG, logger="extra200.transport")
     console = quick(Console(sim.path, baud="auto"))
@@ -563,8 +558,7 @@ def test_a_configured_baud_that_gets_garbage_names_bauds_worth_trying(pty_consol
     assert "baud rate mismatch" in message and "19200, 9600, 57600, 38400" in message and "auto" in message
 
 
-def test_auto_baud_detects_again_after_the_console_restarts_at_another_baud(
-        pty_console: Callable[..., object]) -> None:
+def test_auto_baud_detects_again_after_the_console_restarts_at_another_baud(pty_console: Callable[..., object]) -> None:
     sim = pty_console()
     with quick(Console(sim.path, baud="auto")) as console:  # type: ignore[attr-defined]
         console.wake()

@@ -43,16 +43,25 @@ class OwnLimits:
 
 def _unit(address, volts, amps, soc, capacity, cell_low, cell_high, low_id=None, high_id=None, cells=None):
     battery = Battery(address)
-    battery.row = PowerRow(address=address, present=True, voltage=volts, current=amps, temperature=25.0,
-                           cell_temp_low=20.0 + address, cell_temp_high=24.0 + address,
-                           cell_voltage_low=cell_low, cell_voltage_high=cell_high,
-                           cell_voltage_low_id=low_id, cell_voltage_high_id=high_id, soc=soc,
-                           base_state="Charge" if amps > 0 else "Dischg")
+    battery.row = PowerRow(
+        address=address,
+        present=True,
+        voltage=volts,
+        current=amps,
+        temperature=25.0,
+        cell_temp_low=20.0 + address,
+        cell_temp_high=24.0 + address,
+        cell_voltage_low=cell_low,
+        cell_voltage_high=cell_high,
+        cell_voltage_low_id=low_id,
+        cell_voltage_high_id=high_id,
+        soc=soc,
+        base_state="Charge" if amps > 0 else "Dischg",
+    )
     battery.detail = PowerDetail(address=address, total_capacity=capacity)
     battery.stats = Statistics(address=address, cycle_count=100 * address, soh=100.0 - address)
     if cells is not None:
-        battery.cells = CellTable(address, tuple(CellRow(index=i, voltage=v, balancing=(i == 3))
-                                                 for i, v in enumerate(cells)))
+        battery.cells = CellTable(address, tuple(CellRow(index=i, voltage=v, balancing=(i == 3)) for i, v in enumerate(cells)))
     return battery
 
 
@@ -124,9 +133,12 @@ def test_bank_payload_exact():
 def test_unit_payload_has_cells_and_its_own_limits_and_alarms():
     summary = summarize_bank(_bank())
     unit2 = summary.units[1]
-    limits = FixedLimits(charge_current=0.0, allow_charge=False, alarms={"HighCellVoltage": 2},
-                         units={1: OwnLimits(), 2: OwnLimits(charge_current=0.0, blocks_charge=True,
-                                                             alarms={"HighCellVoltage": 2})})
+    limits = FixedLimits(
+        charge_current=0.0,
+        allow_charge=False,
+        alarms={"HighCellVoltage": 2},
+        units={1: OwnLimits(), 2: OwnLimits(charge_current=0.0, blocks_charge=True, alarms={"HighCellVoltage": 2})},
+    )
     payload = unit_payload(unit2, limits, EnergyTotals(1.5, 0.25))
     assert problems(payload) == []
     assert payload["Voltages"]["Cell7"] == 3.29 and payload["Voltages"]["Sum"] == round(sum(unit2.cell_voltages), 3)
@@ -146,8 +158,9 @@ def test_unit_payload_has_cells_and_its_own_limits_and_alarms():
 
 
 def test_blocking_modules_are_counted_from_each_units_own_stop():
-    limits = FixedLimits(charge_current=0.0, allow_charge=False,
-                         units={1: OwnLimits(), 2: OwnLimits(charge_current=0.0, blocks_charge=True)})
+    limits = FixedLimits(
+        charge_current=0.0, allow_charge=False, units={1: OwnLimits(), 2: OwnLimits(charge_current=0.0, blocks_charge=True)}
+    )
     payload = bank_payload(summarize_bank(_bank()), limits, 15, 0)
     assert payload["Info"]["MaxChargeCurrent"] == 0.0
     assert payload["Io"]["AllowToCharge"] == 0
@@ -202,8 +215,12 @@ def test_last_word_stops_charging_and_keeps_what_the_driver_requires():
 def test_publisher_says_the_last_word_once_on_every_topic_with_nulls():
     sent = []
     wills = []
-    publisher = VictronPublisher(lambda t, p, w: sent.append((t, json.loads(p), w)) or True, "base",
-                                 per_battery=True, set_will=lambda t, p: wills.append((t, json.loads(p))))
+    publisher = VictronPublisher(
+        lambda t, p, w: sent.append((t, json.loads(p), w)) or True,
+        "base",
+        per_battery=True,
+        set_will=lambda t, p: wills.append((t, json.loads(p))),
+    )
     publisher.update(summarize_bank(_bank()), FixedLimits(), 0, 15, now=10.0)
     assert [t for t, _ in wills] == ["base/pylon"] and wills[0][1]["Info"]["MaxChargeCurrent"] == 0.0
     assert wills[0][1]["System"]["MinCellVoltage"] is None  # the will invalidates what it cannot know
@@ -228,8 +245,13 @@ def test_a_last_word_right_behind_data_goes_out_again_in_the_next_second():
         slept.append(seconds)
         wall[0] += seconds
 
-    publisher = VictronPublisher(lambda t, p, w: sent.append((wall[0], t, json.loads(p))) or True, "base",
-                                 per_battery=False, wall_clock=lambda: wall[0], sleep=sleep)
+    publisher = VictronPublisher(
+        lambda t, p, w: sent.append((wall[0], t, json.loads(p))) or True,
+        "base",
+        per_battery=False,
+        wall_clock=lambda: wall[0],
+        sleep=sleep,
+    )
     publisher.update(summarize_bank(_bank()), FixedLimits(), 0, 15, now=10.0)
     wall[0] = 1000.70
     assert publisher.last_word("stopped", now=10.4) == 1

@@ -20,8 +20,7 @@ import victron_driver
 from daemon_helpers import ENTRY, DaemonProcess, write_config
 from extra200.simulator import PtySimulator
 
-pytestmark = pytest.mark.skipif(victron_driver.available() is not None,
-                                reason=victron_driver.available() or "")
+pytestmark = pytest.mark.skipif(victron_driver.available() is not None, reason=victron_driver.available() or "")
 
 STALE_AFTER = 6.0  # write_config's serial.stale_after
 KEEPALIVE = 5  # write_config's mqtt.keepalive
@@ -55,16 +54,16 @@ def differences(expected: Dict[str, Any], shown: Dict[str, Any]) -> List[Tuple[s
     found = []
     for path, value in expected.items():
         got = shown.get(path, "<no such path>")
-        same = got == value or (isinstance(value, float) and isinstance(got, (int, float))
-                                and abs(got - value) < 1e-6)
+        same = got == value or (isinstance(value, float) and isinstance(got, (int, float)) and abs(got - value) < 1e-6)
         if not same:
             found.append((path, value, got))
     return found
 
 
 def _once(config: str, port: str) -> Dict[str, Any]:
-    done = subprocess.run([sys.executable, ENTRY, "--config", config, "--port", port, "--once"],
-                          capture_output=True, text=True, timeout=120)
+    done = subprocess.run(
+        [sys.executable, ENTRY, "--config", config, "--port", port, "--once"], capture_output=True, text=True, timeout=120
+    )
     assert done.returncode == 0, done.stderr
     return json.loads(done.stdout)
 
@@ -100,8 +99,10 @@ def test_every_bank_path_equals_once_and_unknown_goes_invalid(tmp_path: Any, sim
 
 def test_per_battery_services_hold_only_their_own_alarms(tmp_path: Any, simulator: PtySimulator) -> None:
     bank = _driver(tmp_path, "bank", "gx2/pylon").start()
-    units = {1: _driver(tmp_path, "unit1", "gx2/battery_1", instance=101),
-             2: _driver(tmp_path, "unit2", "gx2/battery_2", instance=102)}
+    units = {
+        1: _driver(tmp_path, "unit1", "gx2/battery_1", instance=101),
+        2: _driver(tmp_path, "unit2", "gx2/battery_2", instance=102),
+    }
     try:
         for unit in units.values():
             unit.start()
@@ -134,8 +135,7 @@ def _stopped_charging(values: Dict[str, Any]) -> bool:
 
 @pytest.mark.parametrize("driver_timeout", [0, 60])
 @pytest.mark.parametrize("how", ["console silent", "SIGTERM", "kill -9"])
-def test_the_gx_is_told_to_stop_charging(tmp_path: Any, simulator: PtySimulator, how: str,
-                                         driver_timeout: int) -> None:
+def test_the_gx_is_told_to_stop_charging(tmp_path: Any, simulator: PtySimulator, how: str, driver_timeout: int) -> None:
     driver = _driver(tmp_path, "bank", "gx3/pylon", timeout=driver_timeout).start()
     try:
         daemon = DaemonProcess(write_config(str(tmp_path), driver.port, "gx3"), simulator.path).start()

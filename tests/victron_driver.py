@@ -63,13 +63,20 @@ class Driver:
 
     def __init__(self, directory: str, topic: str, timeout: int = 0, instance: int = 100) -> None:
         self.directory = directory
-        self.env = dict(os.environ, VICTRON_HARNESS_DIR=directory, MQTT_TOPIC=topic,
-                        DRIVER_TIMEOUT=str(timeout), DEVICE_INSTANCE=str(instance), DRIVER_LOGGING="INFO")
+        self.env = dict(
+            os.environ,
+            VICTRON_HARNESS_DIR=directory,
+            MQTT_TOPIC=topic,
+            DRIVER_TIMEOUT=str(timeout),
+            DEVICE_INSTANCE=str(instance),
+            DRIVER_LOGGING="INFO",
+        )
         self.info: Dict[str, Any] = {}
 
     def _run(self, *args: str) -> str:
-        done = subprocess.run(["bash", os.path.join(HARNESS, "run.sh"), *args], env=self.env,
-                              capture_output=True, text=True, timeout=60)
+        done = subprocess.run(
+            ["bash", os.path.join(HARNESS, "run.sh"), *args], env=self.env, capture_output=True, text=True, timeout=60
+        )
         if done.returncode != 0:
             raise RuntimeError("run.sh %s failed:\n%s\n%s" % (" ".join(args), done.stdout, done.stderr))
         return done.stdout
@@ -109,8 +116,12 @@ class Driver:
 
     def values(self) -> Optional[Dict[str, Any]]:
         """Every path of the service, or None while the driver has no service on the bus."""
-        done = subprocess.run([SYSTEM_PYTHON, "-c", _READ_ALL, self.info["bus_address"], self.info["service"]],
-                              capture_output=True, text=True, timeout=30)
+        done = subprocess.run(
+            [SYSTEM_PYTHON, "-c", _READ_ALL, self.info["bus_address"], self.info["service"]],
+            capture_output=True,
+            text=True,
+            timeout=30,
+        )
         if done.returncode != 0:
             raise RuntimeError("reading D-Bus failed: %s" % done.stderr)
         return json.loads(done.stdout)

@@ -10,36 +10,99 @@ at most 24 cells; History paths added in the driver's table.
 from typing import Any, Dict, List
 
 STRING_PATHS = {
-    "System/MinVoltageCellId", "System/MaxVoltageCellId", "System/MinTemperatureCellId",
-    "System/MaxTemperatureCellId", "Info/ChargeMode", "Info/ChargeLimitation", "Info/DischargeLimitation",
+    "System/MinVoltageCellId",
+    "System/MaxVoltageCellId",
+    "System/MinTemperatureCellId",
+    "System/MaxTemperatureCellId",
+    "Info/ChargeMode",
+    "Info/ChargeLimitation",
+    "Info/DischargeLimitation",
     "ConnectionInformation",
 } | {"System/Temperature%dName" % i for i in range(1, 5)}
 
-NUMERIC_PATHS = {
-    "Dc/Power", "Dc/Voltage", "Dc/Current", "Dc/Temperature", "Dc/MidVoltage", "Dc/MidVoltageDeviation",
-    "Soc", "Soh", "SocBms", "InstalledCapacity", "Capacity", "ConsumedAmphours", "TimeToGo", "Balancing",
-    "SystemSwitch", "State", "Heating", "CurrentAvg",
-    "Info/MaxChargeVoltage", "Info/MaxChargeCurrent", "Info/MaxDischargeCurrent", "Info/MaxChargeCellVoltage",
-    "Info/BatteryLowVoltage", "Info/ChargeRequest",
-    "History/ChargeCycles", "History/MinimumVoltage", "History/MaximumVoltage", "History/TotalAhDrawn",
-    "History/ChargedEnergy", "History/DischargedEnergy",
-    "System/MinCellVoltage", "System/MaxCellVoltage", "System/MinCellTemperature", "System/MaxCellTemperature",
-    "System/MOSTemperature", "System/NrOfCellsPerBattery", "System/NrOfModulesOnline",
-    "System/NrOfModulesOffline", "System/NrOfModulesBlockingCharge", "System/NrOfModulesBlockingDischarge",
-    "Voltages/Sum", "Voltages/Diff",
-    "Io/AllowToCharge", "Io/AllowToDischarge", "Io/AllowToBalance", "Io/AllowToHeat", "Io/ExternalRelay",
-    "Io/ForceChargingOff", "Io/ForceDischargingOff", "Io/TurnBalancingOff",
-} | {"Alarms/%s" % name for name in (
-    "LowVoltage", "HighVoltage", "LowSoc", "HighChargeCurrent", "HighDischargeCurrent", "HighCurrent",
-    "CellImbalance", "HighChargeTemperature", "LowChargeTemperature", "LowCellVoltage", "LowTemperature",
-    "HighTemperature", "FuseBlown", "BmsCable", "HighCellVoltage", "HighInternalTemperature",
-    "InternalFailure", "StateOfHealth")
-} | {"Voltages/Cell%d" % i for i in range(1, 25)} | {"Balances/Cell%d" % i for i in range(1, 25)} \
-  | {"System/Temperature%d" % i for i in range(1, 5)}
+NUMERIC_PATHS = (
+    {
+        "Dc/Power",
+        "Dc/Voltage",
+        "Dc/Current",
+        "Dc/Temperature",
+        "Dc/MidVoltage",
+        "Dc/MidVoltageDeviation",
+        "Soc",
+        "Soh",
+        "SocBms",
+        "InstalledCapacity",
+        "Capacity",
+        "ConsumedAmphours",
+        "TimeToGo",
+        "Balancing",
+        "SystemSwitch",
+        "State",
+        "Heating",
+        "CurrentAvg",
+        "Info/MaxChargeVoltage",
+        "Info/MaxChargeCurrent",
+        "Info/MaxDischargeCurrent",
+        "Info/MaxChargeCellVoltage",
+        "Info/BatteryLowVoltage",
+        "Info/ChargeRequest",
+        "History/ChargeCycles",
+        "History/MinimumVoltage",
+        "History/MaximumVoltage",
+        "History/TotalAhDrawn",
+        "History/ChargedEnergy",
+        "History/DischargedEnergy",
+        "System/MinCellVoltage",
+        "System/MaxCellVoltage",
+        "System/MinCellTemperature",
+        "System/MaxCellTemperature",
+        "System/MOSTemperature",
+        "System/NrOfCellsPerBattery",
+        "System/NrOfModulesOnline",
+        "System/NrOfModulesOffline",
+        "System/NrOfModulesBlockingCharge",
+        "System/NrOfModulesBlockingDischarge",
+        "Voltages/Sum",
+        "Voltages/Diff",
+        "Io/AllowToCharge",
+        "Io/AllowToDischarge",
+        "Io/AllowToBalance",
+        "Io/AllowToHeat",
+        "Io/ExternalRelay",
+        "Io/ForceChargingOff",
+        "Io/ForceDischargingOff",
+        "Io/TurnBalancingOff",
+    }
+    | {
+        "Alarms/%s" % name
+        for name in (
+            "LowVoltage",
+            "HighVoltage",
+            "LowSoc",
+            "HighChargeCurrent",
+            "HighDischargeCurrent",
+            "HighCurrent",
+            "CellImbalance",
+            "HighChargeTemperature",
+            "LowChargeTemperature",
+            "LowCellVoltage",
+            "LowTemperature",
+            "HighTemperature",
+            "FuseBlown",
+            "BmsCable",
+            "HighCellVoltage",
+            "HighInternalTemperature",
+            "InternalFailure",
+            "StateOfHealth",
+        )
+    }
+    | {"Voltages/Cell%d" % i for i in range(1, 25)}
+    | {"Balances/Cell%d" % i for i in range(1, 25)}
+    | {"System/Temperature%d" % i for i in range(1, 5)}
+)
 
 # Null would break the driver (the first three) or make the battery no BMS for DVCC (the limits).
-REQUIRED_PATHS = {"Dc/Power", "Dc/Voltage", "Soc", "Info/MaxChargeVoltage", "Info/MaxChargeCurrent",
-                  "Info/MaxDischargeCurrent"}
+REQUIRED_PATHS = {"Dc/Power", "Dc/Voltage", "Soc", "Info/MaxChargeVoltage", "Info/MaxChargeCurrent", "Info/MaxDischargeCurrent"}
 
 FLAG_PATHS = {"Io/AllowToCharge", "Io/AllowToDischarge", "Balancing"} | {"Balances/Cell%d" % i for i in range(1, 25)}
 

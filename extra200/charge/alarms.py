@@ -108,10 +108,14 @@ def _unit_thresholds(c: ChargeConfig, u: Unit, cells: int) -> List[Threshold]:
 def _spread_and_soc(c: ChargeConfig, spread: Optional[float], soc: Optional[float], who: str) -> List[Threshold]:
     """The cell spread and SoC against their levels; ``who`` starts the reason ("" for the bank, "B2 " ...)."""
     return [
-        ("CellImbalance", None if spread is None else (spread, "%scell spread %.3f V" % (who, spread)), True,
-         c.imbalance_warning, c.imbalance_alarm),
-        ("LowSoc", None if soc is None else (soc, "%sSoC %.1f %%" % (who, soc)), False,
-         c.low_soc_warning, c.low_soc_alarm),
+        (
+            "CellImbalance",
+            None if spread is None else (spread, "%scell spread %.3f V" % (who, spread)),
+            True,
+            c.imbalance_warning,
+            c.imbalance_alarm,
+        ),
+        ("LowSoc", None if soc is None else (soc, "%sSoC %.1f %%" % (who, soc)), False, c.low_soc_warning, c.low_soc_alarm),
     ]
 
 

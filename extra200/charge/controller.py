@@ -79,9 +79,13 @@ class ChargeController:
     def _check_settings(self) -> None:
         c, n, cap = self._cfg, self._bat.cells or 15, self._bat.charge_voltage_cap
         if not c.enabled:
-            logger.warning("charge.enabled is false: publishing the configured maximums only, no derating, "
-                           "no cut-offs (CVL %.2f V, %.1f / %.1f A per battery)", self._fixed_voltage(n),
-                           self._bat.max_charge_current, self._bat.max_discharge_current)
+            logger.warning(
+                "charge.enabled is false: publishing the configured maximums only, no derating, "
+                "no cut-offs (CVL %.2f V, %.1f / %.1f A per battery)",
+                self._fixed_voltage(n),
+                self._bat.max_charge_current,
+                self._bat.max_discharge_current,
+            )
         if c.float_cell_voltage > c.bulk_cell_voltage:
             logger.warning(
                 "charge.float_cell_voltage %.3f V is above charge.bulk_cell_voltage %.3f V: float uses the bulk value",
@@ -177,8 +181,15 @@ class ChargeController:
             units={u.address: self._unit_limits(u, units, cells_cvl) for u in units},
         )
 
-    def _update_alarms(self, units: Sequence[Unit], summary: BankSummary, spread: Optional[float], cells: int,
-                       missing: Sequence[int], fresh: bool) -> None:
+    def _update_alarms(
+        self,
+        units: Sequence[Unit],
+        summary: BankSummary,
+        spread: Optional[float],
+        cells: int,
+        missing: Sequence[int],
+        fresh: bool,
+    ) -> None:
         if fresh:
             alarms = self._alarm_rules.bank(units, summary, spread, cells, missing)
             for name in ALARM_NAMES:
@@ -225,8 +236,15 @@ class ChargeController:
             voltage = min(voltage, PYLONTECH_15S_MAX_VOLTAGE)
         return round_down(voltage, 2)
 
-    def _fixed(self, units: Sequence[Unit], summary: BankSummary, spread: Optional[float], cells: int,
-               cells_low: int, missing: Sequence[int]) -> ChargeLimits:
+    def _fixed(
+        self,
+        units: Sequence[Unit],
+        summary: BankSummary,
+        spread: Optional[float],
+        cells: int,
+        cells_low: int,
+        missing: Sequence[int],
+    ) -> ChargeLimits:
         """``charge.enabled: false``: the configured maximums x units online, nothing derived; alarms as usual."""
         online = len(units)
         self._update_alarms(units, summary, spread, cells, missing, bool(units))
@@ -271,8 +289,10 @@ class ChargeController:
             # CCL 0 does not stop every charger (DVCC leaves solar chargers alone under ESS with feed-in of
             # excess DC PV): a CVL at the pack's own voltage does; never below the discharge cut-off.
             candidates.append(
-                (max(min(packs), floor), Reason("stopped", "charging stopped (%s): at most the pack's %.2f V"
-                                                % (stopped, min(packs))))
+                (
+                    max(min(packs), floor),
+                    Reason("stopped", "charging stopped (%s): at most the pack's %.2f V" % (stopped, min(packs))),
+                )
             )
         near: Optional[Unit] = None
         for u in units:
@@ -343,10 +363,7 @@ class ChargeController:
         if state.since is None:
             state.since = now
             state.grace = (
-                side.grace > 0
-                and bool(limit.value)
-                and state.last_cell is not None
-                and side.cell_curve(state.last_cell) >= 1.0
+                side.grace > 0 and bool(limit.value) and state.last_cell is not None and side.cell_curve(state.last_cell) >= 1.0
             )
         if state.grace and now - state.since < side.grace:
             text = "no data: %s; held up to %.0f s (last %s cell %.3f V)" % (
@@ -430,8 +447,11 @@ class ChargeController:
         if isinstance(since_full, (int, float)) and since_full >= 0 and age >= 0:
             self._phase.since_full = float(since_full) + age
         if not 0.0 <= age <= RESUME_MAX_AGE:
-            logger.info("Charge control: the saved state is %.0f s old; starting afresh (only the time since the "
-                        "last full charge is kept)", age)
+            logger.info(
+                "Charge control: the saved state is %.0f s old; starting afresh (only the time since the "
+                "last full charge is kept)",
+                age,
+            )
             return False
         self._resume = (dict(data), age)
         return True
@@ -449,8 +469,12 @@ class ChargeController:
             entry = saved.get(limit.name) if isinstance(saved, Mapping) else None
             if isinstance(entry, Mapping):
                 limit.resume(entry.get("value"), entry.get("reduced_ago"), now, age)
-        logger.info("Charge control resumed from a state saved %.0f s ago: %s, CVL %s V, CCL %s A, DCL %s A",
-                    age, self._phase.current, *(limit.fmt(limit.value) for limit in (self._cvl, self._ccl, self._dcl)))
+        logger.info(
+            "Charge control resumed from a state saved %.0f s ago: %s, CVL %s V, CCL %s A, DCL %s A",
+            age,
+            self._phase.current,
+            *(limit.fmt(limit.value) for limit in (self._cvl, self._ccl, self._dcl)),
+        )
 
     @property
     def phase(self) -> str:

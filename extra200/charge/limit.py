@@ -93,7 +93,5 @@ class Limit:
             or last_value == 0.0
             or (why.key != "ramp" and abs(published - last_value) >= log_step)
         ):
-            logger.info(
-                "%s %s -> %s %s: %s", self.name, self.fmt(self.published), self.fmt(published), self.unit, why.text
-            )
+            logger.info("%s %s -> %s %s: %s", self.name, self.fmt(self.published), self.fmt(published), self.unit, why.text)
             self._logged = (published, why.key)

@@ -53,9 +53,13 @@ class ChargePhase:
         days = self._cfg.full_charge_days
         if days > 0 and not self.full_due and self.since_full >= days * 86400.0:
             self.full_due = True
-            logger.info("Full charge due: the BMS has not reported full for %.1f days (charge.full_charge_days %g); "
-                        "CVL target %.3f V per cell until it does", self.since_full / 86400.0, days,
-                        self.target_cell_voltage())
+            logger.info(
+                "Full charge due: the BMS has not reported full for %.1f days (charge.full_charge_days %g); "
+                "CVL target %.3f V per cell until it does",
+                self.since_full / 86400.0,
+                days,
+                self.target_cell_voltage(),
+            )
 
     def resume(self, data: Mapping[str, Any]) -> None:
         """The phase and its clocks from a saved ``ChargeController.state()``; anything malformed is ignored."""
@@ -81,8 +85,9 @@ class ChargePhase:
         c = self._cfg
         per_cell = self.target_cell_voltage()
         if self.full_due and per_cell > c.bulk_cell_voltage:
-            reason = Reason("full charge", "full charge %.3f V x %d cells (due every %g days)"
-                            % (per_cell, cells, c.full_charge_days))
+            reason = Reason(
+                "full charge", "full charge %.3f V x %d cells (due every %g days)" % (per_cell, cells, c.full_charge_days)
+            )
         else:
             reason = Reason("bulk", "bulk %.3f V x %d cells" % (c.bulk_cell_voltage, cells))
         ceilings: List[Candidate] = [
@@ -93,9 +98,7 @@ class ChargePhase:
             ),
         ]
         if cells == 15:
-            ceilings.append(
-                (PYLONTECH_15S_MAX_VOLTAGE, Reason("15s max", "15-cell ceiling %.2f V" % PYLONTECH_15S_MAX_VOLTAGE))
-            )
+            ceilings.append((PYLONTECH_15S_MAX_VOLTAGE, Reason("15s max", "15-cell ceiling %.2f V" % PYLONTECH_15S_MAX_VOLTAGE)))
         return lowest([(cells * per_cell, reason)] + ceilings)
 
     # -- the phase ---------------------------------------------------------
@@ -105,7 +108,12 @@ class ChargePhase:
         self._last_complete = None
 
     def complete_poll(
-        self, units: Sequence[Unit], now: float, spread: Optional[float], cells: int, cvl: Optional[float],
+        self,
+        units: Sequence[Unit],
+        now: float,
+        spread: Optional[float],
+        cells: int,
+        cvl: Optional[float],
         cell_capped: bool,
     ) -> None:
         """Bulk -> Absorption -> Float -> Bulk on a poll with complete, fresh data; ``cvl`` is the CVL
@@ -135,7 +143,12 @@ class ChargePhase:
             )
 
     def _advance(
-        self, units: Sequence[Unit], now: float, spread: Optional[float], cells: int, cvl: Optional[float],
+        self,
+        units: Sequence[Unit],
+        now: float,
+        spread: Optional[float],
+        cells: int,
+        cvl: Optional[float],
         cell_capped: bool,
     ) -> None:
         c = self._cfg
@@ -187,9 +200,7 @@ class ChargePhase:
         elif spread >= c.rebulk_cell_spread:
             self._set(BULK, "cell spread %.3f V reached %.3f V" % (spread, c.rebulk_cell_spread))
 
-    def _absorbing(
-        self, pack: float, reference: float, cells: int, spread: float, soc: Optional[float], dt: float
-    ) -> None:
+    def _absorbing(self, pack: float, reference: float, cells: int, spread: float, soc: Optional[float], dt: float) -> None:
         """Absorption -> Float when balanced long enough, timed out, or (full charge due) timed out; back
         to Bulk when the pack falls away from CVL."""
         c = self._cfg
@@ -210,9 +221,12 @@ class ChargePhase:
             if timed_out:
                 self.full_due = False
                 self.since_full = 0.0
-                logger.warning("Full charge: no unit-wide full report after %.0f s of absorption "
-                               "(charge.absorption_max_time); trying again in %g days",
-                               self.absorbing_for, c.full_charge_days)
+                logger.warning(
+                    "Full charge: no unit-wide full report after %.0f s of absorption "
+                    "(charge.absorption_max_time); trying again in %g days",
+                    self.absorbing_for,
+                    c.full_charge_days,
+                )
                 self._enter_float("%.0f s in absorption without a full report" % self.absorbing_for, soc)
         elif self.balanced and self.balanced_for >= c.absorption_time:
             self._enter_float(

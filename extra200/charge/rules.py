@@ -112,15 +112,9 @@ class CurrentRules:
             cap_text += " (%s)" % plural(off, "%s switched off by its BMS" % side.name)
         out: List[Candidate] = [(side.per_battery * len(able), Reason("max", cap_text))]
         infos = [u.battery.info for u in able if u.battery.info is not None]
-        ratings = [
-            r
-            for r in (i.max_charge_current if side.charge else i.max_discharge_current for i in infos)
-            if r is not None
-        ]
+        ratings = [r for r in (i.max_charge_current if side.charge else i.max_discharge_current for i in infos) if r is not None]
         if ratings:
-            out.append(
-                (min(ratings) * len(able), Reason("bms", "BMS rating %.1f A x %d units" % (min(ratings), len(able))))
-            )
+            out.append((min(ratings) * len(able), Reason("bms", "BMS rating %.1f A x %d units" % (min(ratings), len(able)))))
         return out
 
     def candidates(
@@ -164,9 +158,7 @@ class CurrentRules:
         Low / Under, or a cell at the discharge cut-off) whose SysError / SysAlarm would stop charging
         may still charge at ``empty_charge_percent`` of the maximum (other rules still apply)."""
         c, side = self._cfg, found.side
-        empty = side.charge and (
-            u.pack_low or (u.cell_low is not None and u.cell_low.value <= c.discharge_cutoff_cell_voltage)
-        )
+        empty = side.charge and (u.pack_low or (u.cell_low is not None and u.cell_low.value <= c.discharge_cutoff_cell_voltage))
         for state in u.states:
             if not state.blocks(side.charge, u.current):
                 continue
@@ -176,8 +168,7 @@ class CurrentRules:
                         c.empty_charge_percent / 100.0 * found.bank_max,
                         Reason(
                             "empty " + state.where,
-                            "BMS state %s at the low cut-off: %.0f %% allowed to recharge"
-                            % (state.text, c.empty_charge_percent),
+                            "BMS state %s at the low cut-off: %.0f %% allowed to recharge" % (state.text, c.empty_charge_percent),
                         ),
                     )
                 )
@@ -193,9 +184,7 @@ class CurrentRules:
                     Reason("event B%d 0x%X" % (u.address, bit), "B%d Power Events 0x%X: %s" % (u.address, events, name))
                 )
         if side.charge and detail.system_fault:
-            found.stops.append(
-                Reason("fault B%d" % u.address, "B%d System Fault 0x%X" % (u.address, detail.system_fault))
-            )
+            found.stops.append(Reason("fault B%d" % u.address, "B%d System Fault 0x%X" % (u.address, detail.system_fault)))
 
 
 def _cell_voltages(found: _Findings, units: Sequence[Unit]) -> None:
@@ -211,8 +200,13 @@ def _cell_voltages(found: _Findings, units: Sequence[Unit]) -> None:
     for u in units:
         average = u.unseen_cell_average(charge)
         if average is not None:
-            found.cell(average, Reason("average B%d" % u.address, "B%d cells unknown, pack %.2f V: %.3f V per "
-                                       "cell on average" % (u.address, u.pack_voltage or 0.0, average)))
+            found.cell(
+                average,
+                Reason(
+                    "average B%d" % u.address,
+                    "B%d cells unknown, pack %.2f V: %.3f V per cell on average" % (u.address, u.pack_voltage or 0.0, average),
+                ),
+            )
 
 
 def _cell_temperatures(found: _Findings, units: Sequence[Unit]) -> None:

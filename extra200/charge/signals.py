@@ -34,11 +34,17 @@ POWER_EVENT_ALARMS: Tuple[Tuple[int, str, int], ...] = (
 # over-current stop charging; low- / under-voltage, discharge over-current and short circuit stop
 # discharging.  The poller re-reads a unit's ``pwr N`` every poll while one is set, so it clears.
 CHARGE_STOP_EVENTS: Tuple[Tuple[int, str], ...] = (
-    (0x1, "over-voltage"), (0x2, "high voltage"), (0x40000, "charge over-current 2"), (0x100000, "charge over-current"),
+    (0x1, "over-voltage"),
+    (0x2, "high voltage"),
+    (0x40000, "charge over-current 2"),
+    (0x100000, "charge over-current"),
 )
 DISCHARGE_STOP_EVENTS: Tuple[Tuple[int, str], ...] = (
-    (0x8, "low voltage"), (0x10, "under-voltage"), (0x10000, "short circuit"),
-    (0x20000, "discharge over-current 2"), (0x80000, "discharge over-current"),
+    (0x8, "low voltage"),
+    (0x10, "under-voltage"),
+    (0x10000, "short circuit"),
+    (0x20000, "discharge over-current 2"),
+    (0x80000, "discharge over-current"),
 )
 STOP_EVENTS = sum(bit for bit, _ in CHARGE_STOP_EVENTS + DISCHARGE_STOP_EVENTS)
 FULL_EVENT = 0x2000  # COULFULL
@@ -172,9 +178,7 @@ def cell_status_words(
             ("Temp. State", cell.temperature_state),
             ("Curr. State", cell.current_state),
         ]
-        columns.extend(
-            (label, word) for label, word in sorted(cell.extra.items()) if label in ("CTemp. State", "DTemp. State")
-        )
+        columns.extend((label, word) for label, word in sorted(cell.extra.items()) if label in ("CTemp. State", "DTemp. State"))
         for column, word in columns:
             if not this_poll and summarised.get(column) is not None:
                 continue

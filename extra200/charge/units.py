@@ -89,9 +89,7 @@ def _pick(a: Optional[Extreme], b: Optional[Extreme], highest: bool) -> Optional
     return b if b.value < a.value else a
 
 
-def _row_extreme(
-    located: Optional[Extreme], value: Optional[float], address: int, index: Optional[int]
-) -> Optional[Extreme]:
+def _row_extreme(located: Optional[Extreme], value: Optional[float], address: int, index: Optional[int]) -> Optional[Extreme]:
     """The pwr row's extreme, keeping the cell derive.py located in the table when the row has no id."""
     if value is None:
         return None
@@ -112,13 +110,28 @@ def _table_extreme(cells: Sequence[CellRow], attr: str, highest: bool, address: 
 # that vanishes must not lift the derating (or the stop) it caused.  Cell voltages and temperatures
 # still count as missing for the blind rules (CCL 0, DCL held briefly); the held values only cap.
 HELD_READINGS = (
-    "current", "temperature", "cell_temp_low", "cell_temp_high", "cell_voltage_low", "cell_voltage_high",
-    "base_state", "voltage_state", "current_state", "temperature_state", "soc", "battery_voltage_state",
-    "battery_temperature_state", "mos_temperature", "mos_temperature_state", "system_alarm_state",
+    "current",
+    "temperature",
+    "cell_temp_low",
+    "cell_temp_high",
+    "cell_voltage_low",
+    "cell_voltage_high",
+    "base_state",
+    "voltage_state",
+    "current_state",
+    "temperature_state",
+    "soc",
+    "battery_voltage_state",
+    "battery_temperature_state",
+    "mos_temperature",
+    "mos_temperature_state",
+    "system_alarm_state",
 )
 HELD_IDS = {
-    "cell_temp_low": "cell_temp_low_id", "cell_temp_high": "cell_temp_high_id",
-    "cell_voltage_low": "cell_voltage_low_id", "cell_voltage_high": "cell_voltage_high_id",
+    "cell_temp_low": "cell_temp_low_id",
+    "cell_temp_high": "cell_temp_high_id",
+    "cell_voltage_low": "cell_voltage_low_id",
+    "cell_voltage_high": "cell_voltage_high_id",
 }
 
 
@@ -158,8 +171,13 @@ def _recent_cells(battery: Battery, now: float) -> Tuple[Sequence[CellRow], bool
 
 
 def _extreme(
-    address: int, row: PowerRow, raw: PowerRow, cells: Sequence[CellRow], cells_now: Sequence[CellRow],
-    extreme: Tuple[str, str, str, bool, str], summary: Optional[UnitSummary],
+    address: int,
+    row: PowerRow,
+    raw: PowerRow,
+    cells: Sequence[CellRow],
+    cells_now: Sequence[CellRow],
+    extreme: Tuple[str, str, str, bool, str],
+    summary: Optional[UnitSummary],
 ) -> Optional[Extreme]:
     """One extreme of ``_EXTREMES``: the pwr row's (``row``, readings held) against the cell table's.
 
@@ -167,7 +185,9 @@ def _extreme(
     poll (else a cell back to normal would keep its old value, and its reason, until the next table)."""
     _, field_name, attr, highest, located = extreme
     from_row = _row_extreme(
-        getattr(summary, located) if summary else None, getattr(row, field_name), address,
+        getattr(summary, located) if summary else None,
+        getattr(row, field_name),
+        address,
         getattr(row, field_name + "_id"),
     )
     table_cells = cells_now if getattr(raw, field_name) is not None else cells
@@ -251,8 +271,9 @@ class UnitReader:
     def readings_state(self) -> Dict[str, Dict[str, Any]]:
         """Each unit's last readings, so a reading that vanishes across a restart keeps its effect."""
         return {
-            str(address): {name: getattr(row, name) for name in HELD_READINGS + tuple(HELD_IDS.values())
-                           if getattr(row, name) is not None}
+            str(address): {
+                name: getattr(row, name) for name in HELD_READINGS + tuple(HELD_IDS.values()) if getattr(row, name) is not None
+            }
             for address, row in sorted(self._last_rows.items())
         }
 
@@ -346,5 +367,8 @@ class CellCounts:
         logger.warning(
             "battery.num_cells is %d but the console reports %s cells: charge voltages count %d cells "
             "(the lower), BatteryLowVoltage %d; set battery.num_cells: auto to follow the console",
-            self._configured, "/".join(str(r) for r in sorted(reported)),
-            min(reported | {self._configured}), max(reported | {self._configured}))
+            self._configured,
+            "/".join(str(r) for r in sorted(reported)),
+            min(reported | {self._configured}),
+            max(reported | {self._configured}),
+        )

@@ -286,4 +286,3 @@ def _ensure_indexes(cursor: Any, table: Table) -> None:
         if name.lower() not in have:
             cursor.execute("ALTER TABLE `%s` ADD %s `%s` (%s)" % (table.name, kind, name, quoted_names(columns)))
             logger.info("database: added key %s.%s", table.name, name)
-

@@ -237,9 +237,7 @@ class Spool:
                         return None  # caught up (the writer only ever adds whole lines)
                     if line:
                         self.discarded += 1
-                        logger.warning(
-                            "database spool: skipping an incomplete last line of %s", self._path(cursor.segment)
-                        )
+                        logger.warning("database spool: skipping an incomplete last line of %s", self._path(cursor.segment))
                     self._finish_segment(cursor.segment)
                     continue
                 end = Position(cursor.segment, cursor.offset + len(line))
@@ -250,9 +248,7 @@ class Spool:
                 except ValueError as exc:
                     self.discarded += 1
                     self.pending -= 1
-                    logger.warning(
-                        "database spool: skipping an unreadable poll in %s: %s", self._path(cursor.segment), exc
-                    )
+                    logger.warning("database spool: skipping an unreadable poll in %s: %s", self._path(cursor.segment), exc)
                     self._set_cursor(end)
                     continue
                 return end, entry
@@ -313,4 +309,3 @@ class Spool:
             if self._lock_file is not None:
                 self._lock_file.close()  # releases the flock
                 self._lock_file = None
-

@@ -230,8 +230,7 @@ class DatabaseRecorder:
             if exc.args and exc.args[0] == 1049:  # unknown database
                 with connection.cursor() as cursor:
                     cursor.execute(
-                        "CREATE DATABASE IF NOT EXISTS `%s` CHARACTER SET utf8mb4"
-                        % self.config.database.replace("`", "")
+                        "CREATE DATABASE IF NOT EXISTS `%s` CHARACTER SET utf8mb4" % self.config.database.replace("`", "")
                     )
                 logger.info("database: created database %s", self.config.database)
                 connection.select_db(self.config.database)

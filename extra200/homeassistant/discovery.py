@@ -26,12 +26,30 @@ _MANUFACTURERS = {"pylon": "Pylontech", "pytes": "Pytes"}
 
 # Abbreviations for discovery payloads, all from Home Assistant's abbreviation table.
 _ABBREVIATIONS = {
-    "platform": "p", "unique_id": "uniq_id", "default_entity_id": "def_ent_id", "device_class": "dev_cla",
-    "unit_of_measurement": "unit_of_meas", "state_class": "stat_cla", "suggested_display_precision": "sug_dsp_prc",
-    "entity_category": "ent_cat", "enabled_by_default": "en", "expire_after": "exp_aft", "value_template": "val_tpl",
-    "state_topic": "stat_t", "availability": "avty", "availability_mode": "avty_mode", "topic": "t",
-    "identifiers": "ids", "manufacturer": "mf", "model": "mdl", "sw_version": "sw", "hw_version": "hw",
-    "serial_number": "sn", "support_url": "url", "icon": "ic", "json_attributes_topic": "json_attr_t",
+    "platform": "p",
+    "unique_id": "uniq_id",
+    "default_entity_id": "def_ent_id",
+    "device_class": "dev_cla",
+    "unit_of_measurement": "unit_of_meas",
+    "state_class": "stat_cla",
+    "suggested_display_precision": "sug_dsp_prc",
+    "entity_category": "ent_cat",
+    "enabled_by_default": "en",
+    "expire_after": "exp_aft",
+    "value_template": "val_tpl",
+    "state_topic": "stat_t",
+    "availability": "avty",
+    "availability_mode": "avty_mode",
+    "topic": "t",
+    "identifiers": "ids",
+    "manufacturer": "mf",
+    "model": "mdl",
+    "sw_version": "sw",
+    "hw_version": "hw",
+    "serial_number": "sn",
+    "support_url": "url",
+    "icon": "ic",
+    "json_attributes_topic": "json_attr_t",
     "json_attributes_template": "json_attr_tpl",
 }
 
@@ -78,8 +96,9 @@ def expire_after_for(config: Config) -> int:
     return max(MIN_EXPIRE_AFTER, int(3 * config.serial.reading_freq + 0.999))
 
 
-def component(entity: Entity, unique_prefix: str, entity_prefix: str, expire_after: Optional[int],
-              state_topic_: Optional[str] = None) -> Dict[str, Any]:
+def component(
+    entity: Entity, unique_prefix: str, entity_prefix: str, expire_after: Optional[int], state_topic_: Optional[str] = None
+) -> Dict[str, Any]:
     """An entity's options with full key names (no platform or device: those depend on the style).
 
     ``state_topic_`` is the device's state topic, for entities with JSON attributes.
@@ -136,8 +155,9 @@ def bank_device(bank_id: str, bank_name: str, with_version: bool) -> Dict[str, A
     return device
 
 
-def battery_device(bank_id: str, key: str, battery: Optional[Battery], address: int,
-                   bank_name: str = DEFAULT_BANK_NAME) -> Dict[str, Any]:
+def battery_device(
+    bank_id: str, key: str, battery: Optional[Battery], address: int, bank_name: str = DEFAULT_BANK_NAME
+) -> Dict[str, Any]:
     """The device block of one battery: identity, model and firmware from ``info N`` where read."""
     device: Dict[str, Any] = {"identifiers": [key], "name": battery_name(bank_name, address)}
     info = battery.info if battery is not None else None
@@ -178,7 +198,7 @@ def automatic_bank_name(bank_id: str, manufacturer: Optional[str]) -> str:
     """``Pylontech 210001`` for ``pylontech_210001``: what tells two banks apart in Home Assistant."""
     if bank_id == DEFAULT_BANK_ID:
         return DEFAULT_BANK_NAME
-    suffix = bank_id[len(DEFAULT_BANK_ID) + 1:] if bank_id.startswith(DEFAULT_BANK_ID + "_") else bank_id
+    suffix = bank_id[len(DEFAULT_BANK_ID) + 1 :] if bank_id.startswith(DEFAULT_BANK_ID + "_") else bank_id
     maker = _MANUFACTURERS.get((manufacturer or "").strip().lower(), "Pylontech")
     return "%s %s" % (maker, suffix.upper() if suffix.isalnum() else suffix)
 
@@ -205,9 +225,16 @@ class PolledDevice:
     available: bool
 
 
-def discovery_payload(device: PolledDevice, keep: List[Entity], removed: List[str], platforms: Dict[str, str],
-                      bank_id: str, topic_base: str, daemon_availability: str,
-                      expire_after: int) -> Dict[str, Any]:
+def discovery_payload(
+    device: PolledDevice,
+    keep: List[Entity],
+    removed: List[str],
+    platforms: Dict[str, str],
+    bank_id: str,
+    topic_base: str,
+    daemon_availability: str,
+    expire_after: int,
+) -> Dict[str, Any]:
     """The device's discovery config: the entities in ``keep``, and ``{"p": <platform>}`` for each ``removed`` key
     (``platforms`` gives it where not ``sensor``), available while the daemon and the device both are."""
     prefix = entity_prefix(bank_id, device.address)

@@ -137,10 +137,17 @@ class HomeAssistantPublisher:
     flag and arm a timer that does the work off paho's thread.
     """
 
-    def __init__(self, config: Config, publish: PublishFn, subscribe: Optional[SubscribeFn],
-                 availability_topic: str, state_dir: Optional[str],
-                 event_text: Optional[EventText] = None, clock: Callable[[], float] = time.monotonic,
-                 start_timer: StartTimer = thread_timer) -> None:
+    def __init__(
+        self,
+        config: Config,
+        publish: PublishFn,
+        subscribe: Optional[SubscribeFn],
+        availability_topic: str,
+        state_dir: Optional[str],
+        event_text: Optional[EventText] = None,
+        clock: Callable[[], float] = time.monotonic,
+        start_timer: StartTimer = thread_timer,
+    ) -> None:
         self._config = config
         self._ha = config.homeassistant
         self._publish_fn = publish
@@ -200,8 +207,7 @@ class HomeAssistantPublisher:
             self._timer.schedule(random.uniform(0.1, 1.0))  # spreads the load when many devices answer at once
 
     # -- the poll ----------------------------------------------------------------
-    def update(self, bank: Bank, summary: BankSummary, limits: Any, energy: Optional[EnergySnapshot],
-               now: float) -> int:
+    def update(self, bank: Bank, summary: BankSummary, limits: Any, energy: Optional[EnergySnapshot], now: float) -> int:
         """Announce what is new, remove what is gone, and publish one state per device; returns messages sent.
 
         ``now`` is wall-clock time (``time.time()``); it dates the record used to
@@ -312,8 +318,12 @@ class HomeAssistantPublisher:
                 continue
             key = battery_key(bank_id, battery.address, barcode)
             if key in used:
-                logger.warning("Home Assistant: batteries %d and %d report the same barcode %s; using addresses",
-                               used[key], battery.address, barcode)
+                logger.warning(
+                    "Home Assistant: batteries %d and %d report the same barcode %s; using addresses",
+                    used[key],
+                    battery.address,
+                    barcode,
+                )
                 barcode = None
                 key = battery_key(bank_id, battery.address, None)
             used[key] = battery.address
@@ -322,13 +332,21 @@ class HomeAssistantPublisher:
             if entities is None:
                 entities = self._entities[(self._level, cells)] = battery_entities(self._level, cells)
             device = battery_device(bank_id, key, battery, battery.address, self._bank_name)
-            devices.append(PolledDevice(key, battery.address, barcode, device, entities,
-                                        state_values(entities, view), True))
+            devices.append(PolledDevice(key, battery.address, barcode, device, entities, state_values(entities, view), True))
         bank_stored = sum(s for s in stored if s is not None) if stored and None not in stored else None
         bank_view = BankView(summary, limits, energy.bank, round(bank_stored, 1) if bank_stored is not None else None)
-        devices.insert(0, PolledDevice(bank_key(bank_id), None, None, bank_device(bank_id, self._bank_name, True),
-                                       list(BANK_ENTITIES), state_values(BANK_ENTITIES, bank_view),
-                                       summary.units_online > 0))
+        devices.insert(
+            0,
+            PolledDevice(
+                bank_key(bank_id),
+                None,
+                None,
+                bank_device(bank_id, self._bank_name, True),
+                list(BANK_ENTITIES),
+                state_values(BANK_ENTITIES, bank_view),
+                summary.units_online > 0,
+            ),
+        )
         return devices
 
     def _waited_for_identity(self, address: int) -> bool:
@@ -415,8 +433,7 @@ class HomeAssistantPublisher:
             self._forget(device.key)
             tracked = announced = None
         before = set(announced.components) | set(announced.removed) if announced is not None else set()
-        keep = [e for e in device.entities
-                if not e.optional or device.values.get(e.key) is not None or e.key in before]
+        keep = [e for e in device.entities if not e.optional or device.values.get(e.key) is not None or e.key in before]
         kept = {e.key for e in keep}
         removed = sorted(before - kept)
         # A component is removed on the platform it was announced on (an older version's text
@@ -431,9 +448,14 @@ class HomeAssistantPublisher:
         previous = tracked.config if tracked is not None else None
         if previous is not None and tracked is not None and tracked.signature == signature:
             return sent
-        payload = json.dumps(discovery_payload(device, keep, removed, platforms, self._bank_id, self._topic_base,
-                                               self._availability, self._expire_after),
-                             sort_keys=True, separators=(",", ":"), ensure_ascii=False)
+        payload = json.dumps(
+            discovery_payload(
+                device, keep, removed, platforms, self._bank_id, self._topic_base, self._availability, self._expire_after
+            ),
+            sort_keys=True,
+            separators=(",", ":"),
+            ensure_ascii=False,
+        )
         if not self._publish(topic, payload, qos=1, retain=True):
             return sent
         if previous is None and announced is None:
@@ -516,8 +538,7 @@ class HomeAssistantPublisher:
             for key, announced in devices.items():
                 self._tracked(key).announced = announced
             self._recorded_bank_id = recorded
-        logger.info("Home Assistant: %d devices announced earlier (%s)", len(self._announced()),
-                    self._record_file.path)
+        logger.info("Home Assistant: %d devices announced earlier (%s)", len(self._announced()), self._record_file.path)
 
     def _save_record(self, force: bool = False) -> None:
         self._record_file.save(self._announced(), self._bank_id or self._recorded_bank_id, force)

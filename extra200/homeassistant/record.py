@@ -35,9 +35,15 @@ class Announced:
     platforms: Dict[str, str] = field(default_factory=dict)  # component -> platform, where not "sensor"
 
     def to_json(self) -> Dict[str, Any]:
-        return {"topic": self.topic, "address": self.address, "barcode": self.barcode,
-                "components": self.components, "removed": self.removed, "last_seen": self.last_seen,
-                "platforms": self.platforms}
+        return {
+            "topic": self.topic,
+            "address": self.address,
+            "barcode": self.barcode,
+            "components": self.components,
+            "removed": self.removed,
+            "last_seen": self.last_seen,
+            "platforms": self.platforms,
+        }
 
     @classmethod
     def from_json(cls, data: Dict[str, Any]) -> Optional["Announced"]:
@@ -50,8 +56,15 @@ class Announced:
         removed = [c for c in data.get("removed") or [] if isinstance(c, str)]
         seen = data.get("last_seen")
         platforms = data.get("platforms") if isinstance(data.get("platforms"), dict) else {}
-        return cls(topic, address, barcode, components, removed, float(seen) if isinstance(seen, (int, float)) else 0.0,
-                   {str(k): str(v) for k, v in platforms.items() if v in PLATFORMS})
+        return cls(
+            topic,
+            address,
+            barcode,
+            components,
+            removed,
+            float(seen) if isinstance(seen, (int, float)) else 0.0,
+            {str(k): str(v) for k, v in platforms.items() if v in PLATFORMS},
+        )
 
 
 def recorded_bank_id(state_dir: Optional[str]) -> Optional[str]:
@@ -92,7 +105,7 @@ class RecordFile:
         if not isinstance(bank_id, str) or not bank_id:
             # written before the id was recorded: the bank device's key is <bank id>_bank
             banks = [k for k, a in devices.items() if a.address is None and k.endswith("_bank")]
-            bank_id = banks[0][:-len("_bank")] if len(banks) == 1 else ""
+            bank_id = banks[0][: -len("_bank")] if len(banks) == 1 else ""
         return devices, bank_id
 
     def save(self, devices: Dict[str, Announced], bank_id: str, force: bool = False) -> None:
@@ -109,8 +122,7 @@ class RecordFile:
             write_json_atomic(self.path, data)
         except OSError as exc:
             if not self._failing:
-                logger.warning("Home Assistant: cannot write %s (%s); a restart may not clear removed batteries",
-                               self.path, exc)
+                logger.warning("Home Assistant: cannot write %s (%s); a restart may not clear removed batteries", self.path, exc)
                 self._failing = True
             self._saved_at = now  # retry after RECORD_REFRESH, or at the next change
             return

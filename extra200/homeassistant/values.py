@@ -16,8 +16,15 @@ from ..model import Battery, CellRow
 
 MAX_STATE_LENGTH = 255  # Home Assistant turns longer states into "unknown"
 STATE_OPTIONS = ("Charging", "Discharging", "Idle", "Balancing", "Error", "Other")
-_STATE_WORDS = {"charge": "Charging", "dischg": "Discharging", "discharge": "Discharging", "idle": "Idle",
-                "balance": "Balancing", "syserror": "Error", "error": "Error"}
+_STATE_WORDS = {
+    "charge": "Charging",
+    "dischg": "Discharging",
+    "discharge": "Discharging",
+    "idle": "Idle",
+    "balance": "Balancing",
+    "syserror": "Error",
+    "error": "Error",
+}
 
 
 @dataclass(frozen=True)
@@ -128,9 +135,15 @@ def default_event_text(battery: Battery) -> Optional[str]:
     detail = battery.detail
     if detail is None:
         return None
-    parts = ["%s 0x%X" % (label, value) for label, value in
-             (("Battery events", detail.bat_events), ("Power events", detail.power_events),
-              ("System fault", detail.system_fault)) if value]
+    parts = [
+        "%s 0x%X" % (label, value)
+        for label, value in (
+            ("Battery events", detail.bat_events),
+            ("Power events", detail.power_events),
+            ("System fault", detail.system_fault),
+        )
+        if value
+    ]
     return ", ".join(parts) if parts else "No events"
 
 
@@ -185,8 +198,7 @@ def limit_alarms(limits: Any) -> Optional[str]:
     raised = _raised_alarms(limits)
     if raised is None:
         return None
-    active = ["%s (%s)" % (readable_name(name), "alarm" if level >= 2 else "warning")
-              for name, level in sorted(raised.items())]
+    active = ["%s (%s)" % (readable_name(name), "alarm" if level >= 2 else "warning") for name, level in sorted(raised.items())]
     return clip_text(", ".join(active)) if active else "OK"
 
 
@@ -194,8 +206,10 @@ def limit_alarm_attributes(view: BankView) -> Optional[Dict[str, Any]]:
     raised = _raised_alarms(view.limits)
     if raised is None:
         return None
-    return {"alarms": sorted(readable_name(n) for n, level in raised.items() if level >= 2),
-            "warnings": sorted(readable_name(n) for n, level in raised.items() if level == 1)}
+    return {
+        "alarms": sorted(readable_name(n) for n, level in raised.items() if level >= 2),
+        "warnings": sorted(readable_name(n) for n, level in raised.items() if level == 1),
+    }
 
 
 _LEVEL_WORDS = {0: "ok", 1: "warning", 2: "alarm"}
@@ -222,8 +236,7 @@ def one_alarm_level(name: str) -> Callable[[BankView], Optional[Dict[str, Any]]]
 def limit_reasons(limits: Any) -> Optional[str]:
     if limits is None:
         return None
-    parts = ["%s: %s" % (label, getattr(limits, attr)) for label, attr in _LIMIT_REASONS
-             if getattr(limits, attr, None)]
+    parts = ["%s: %s" % (label, getattr(limits, attr)) for label, attr in _LIMIT_REASONS if getattr(limits, attr, None)]
     return clip_text("; ".join(parts)) if parts else None
 
 
@@ -334,5 +347,3 @@ def stat_counter(label: str) -> Callable[[UnitView], Optional[int]]:
             return None
 
     return value
-
-

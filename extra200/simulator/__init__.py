@@ -32,8 +32,19 @@ from .scenario import Scenario, ScenarioError, load_scenario, shipped_scenarios
 PACKAGE = "extra200.simulator"
 
 __all__ = [
-    "Bank", "Console", "Firmware", "PRESETS", "PtySimulator", "Scenario", "ScenarioError", "UnitSnapshot",
-    "WAKE_FRAME", "load_scenario", "main", "register", "shipped_scenarios",
+    "Bank",
+    "Console",
+    "Firmware",
+    "PRESETS",
+    "PtySimulator",
+    "Scenario",
+    "ScenarioError",
+    "UnitSnapshot",
+    "WAKE_FRAME",
+    "load_scenario",
+    "main",
+    "register",
+    "shipped_scenarios",
 ]
 
 

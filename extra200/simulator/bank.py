@@ -206,9 +206,7 @@ class Bank:
         self._next_event = 0
         start = scenario.clock or datetime.datetime.now().replace(microsecond=0)
         self._rtc_start = start
-        self.flags = ConsoleFlags(
-            asleep=scenario.asleep, debug=scenario.debug, garbage=scenario.garbage, drop=scenario.drop
-        )
+        self.flags = ConsoleFlags(asleep=scenario.asleep, debug=scenario.debug, garbage=scenario.garbage, drop=scenario.drop)
         self._units: Dict[int, UnitState] = {}
         for address in range(1, scenario.units + 1):
             self._units[address] = self._new_unit(address, scenario.settings_for(address))
@@ -337,8 +335,9 @@ class Bank:
                     raise ScenarioError(problems, "Bank")
                 self._apply(unit, checked)
 
-    def set_events(self, address: Target, bat: Optional[int] = None, power: Optional[int] = None,
-                   fault: Optional[int] = None) -> None:
+    def set_events(
+        self, address: Target, bat: Optional[int] = None, power: Optional[int] = None, fault: Optional[int] = None
+    ) -> None:
         """Event words of ``pwr N`` (None leaves one unchanged)."""
         changes = {k: v for k, v in (("bat_events", bat), ("power_events", power), ("system_fault", fault)) if v is not None}
         self.update(address, **changes)

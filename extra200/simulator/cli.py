@@ -24,7 +24,9 @@ def _parser() -> argparse.ArgumentParser:
         description="Serve a simulated Pylontech / Pytes console on a pseudo-terminal.",
     )
     parser.add_argument(
-        "scenario", nargs="?", default=DEFAULT_SCENARIO,
+        "scenario",
+        nargs="?",
+        default=DEFAULT_SCENARIO,
         help="a shipped scenario (%s) or a YAML file; default %s" % (", ".join(shipped_scenarios()), DEFAULT_SCENARIO),
     )
     parser.add_argument("--replay", metavar="DIR", help="answer from recorded reply files (pwr.txt, bat_1.txt ...)")
@@ -62,9 +64,15 @@ def run(argv: List[str]) -> int:
     print(path, flush=True)
     print(
         "simulate: %s (%s, %d baud) on %s%s; Ctrl-C stops"
-        % (simulator.scenario.name, simulator.scenario.firmware.name, simulator.scenario.console_baud, path,
-           ", linked at %s" % args.link if args.link else ""),
-        file=sys.stderr, flush=True,
+        % (
+            simulator.scenario.name,
+            simulator.scenario.firmware.name,
+            simulator.scenario.console_baud,
+            path,
+            ", linked at %s" % args.link if args.link else "",
+        ),
+        file=sys.stderr,
+        flush=True,
     )
     stopped = threading.Event()
     previous: Dict[int, Any] = {}

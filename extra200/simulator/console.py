@@ -33,8 +33,25 @@ from typing import Callable, Deque, List, Optional, Sequence, Tuple
 
 from .bank import Bank, UnitSnapshot
 from .render import (
-    ERROR_TAIL, KV_HEAD, PAGER, PAGER_ERASE, Reply, bat_table, done, help_lines, info_lines, invalid_command,
-    kv_reply, log_lines, pwr_detail, pwr_table, stat_rows, success_tail, table_reply, unknown_command, usage,
+    ERROR_TAIL,
+    KV_HEAD,
+    PAGER,
+    PAGER_ERASE,
+    Reply,
+    bat_table,
+    done,
+    help_lines,
+    info_lines,
+    invalid_command,
+    kv_reply,
+    log_lines,
+    pwr_detail,
+    pwr_table,
+    stat_rows,
+    success_tail,
+    table_reply,
+    unknown_command,
+    usage,
 )
 from .replay import ReplayDirectory
 from .scenario import Scenario
@@ -96,7 +113,7 @@ class OutputLine:
                 chunk = self._chunks[0]
                 arrived = self._arrived(chunk, now)
                 end = arrived if limit < 0 else min(arrived, chunk[3] + limit - len(out))
-                out += chunk[0][chunk[3]:end]
+                out += chunk[0][chunk[3] : end]
                 chunk[3] = end
                 if chunk[3] < len(chunk[0]):
                     break
@@ -333,7 +350,7 @@ class Console:
             self._paged = None
             self._transmit(b"\r\n" + ERROR_TAIL + b"\r" + self.prompt(), at, baud)
             return
-        chunk, rest = paged.lines[: paged.page], paged.lines[paged.page:]
+        chunk, rest = paged.lines[: paged.page], paged.lines[paged.page :]
         if rest:
             paged.lines = rest
             self._transmit(PAGER_ERASE + b"".join(chunk) + PAGER, at, baud)
@@ -427,4 +444,3 @@ class Console:
                 byte = self._rng.randrange(0x21, 0x7F)
             out.append(byte)
         return bytes(out)
-

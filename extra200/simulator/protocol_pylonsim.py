@@ -121,7 +121,7 @@ class Serial(SerialBase):
             self.console.output.wake_waiters()
 
     def _reconfigure_port(self) -> None:
-        if not isinstance(self._baudrate, numbers.Integral) or not 0 < self._baudrate < 2 ** 32:
+        if not isinstance(self._baudrate, numbers.Integral) or not 0 < self._baudrate < 2**32:
             raise ValueError("invalid baudrate: {!r}".format(self._baudrate))
 
     def _console(self) -> Console:

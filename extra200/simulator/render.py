@@ -26,17 +26,46 @@ RULE = " " + "-" * 28
 # observed; the others are our reading of the Protect ENA tokens (inferred),
 # clients must rely on the hex value.
 POWER_EVENT_NAMES = (
-    (0x1, "POV"), (0x2, "PHV"), (0x8, "PLV"), (0x10, "PUV"), (0x20, "PSLP"), (0x100, "POT"),
-    (0x200, "PHT"), (0x800, "PLT"), (0x1000, "PUT"), (0x2000, "COULFULL"), (0x8000, "COULLOW"),
-    (0x10000, "SC"), (0x20000, "DOC2"), (0x40000, "COC2"), (0x80000, "DOC"), (0x100000, "COC"),
+    (0x1, "POV"),
+    (0x2, "PHV"),
+    (0x8, "PLV"),
+    (0x10, "PUV"),
+    (0x20, "PSLP"),
+    (0x100, "POT"),
+    (0x200, "PHT"),
+    (0x800, "PLT"),
+    (0x1000, "PUT"),
+    (0x2000, "COULFULL"),
+    (0x8000, "COULLOW"),
+    (0x10000, "SC"),
+    (0x20000, "DOC2"),
+    (0x40000, "COC2"),
+    (0x80000, "DOC"),
+    (0x100000, "COC"),
 )
 BAT_EVENT_NAMES = (
-    (0x1, "BOV"), (0x2, "BHV"), (0x8, "BLV"), (0x10, "BUV"), (0x20, "BSLP"), (0x100, "BOT"),
-    (0x200, "BHT"), (0x800, "BLT"), (0x1000, "BUT"),
+    (0x1, "BOV"),
+    (0x2, "BHV"),
+    (0x8, "BLV"),
+    (0x10, "BUV"),
+    (0x20, "BSLP"),
+    (0x100, "BOT"),
+    (0x200, "BHT"),
+    (0x800, "BLT"),
+    (0x1000, "BUT"),
 )
 FAULT_NAMES = (
-    (0x1, "RVIN"), (0x2, "INOV"), (0x4, "CURERR"), (0x8, "OZERR"), (0x10, "SLPERR"), (0x20, "TSENERR"),
-    (0x40, "VSENERR"), (0x80, "I2CERR"), (0x100, "CANADDR"), (0x200, "CANERR"), (0x400, "CMOSERR"),
+    (0x1, "RVIN"),
+    (0x2, "INOV"),
+    (0x4, "CURERR"),
+    (0x8, "OZERR"),
+    (0x10, "SLPERR"),
+    (0x20, "TSENERR"),
+    (0x40, "VSENERR"),
+    (0x80, "I2CERR"),
+    (0x100, "CANADDR"),
+    (0x200, "CANERR"),
+    (0x400, "CMOSERR"),
     (0x800, "DMOSERR"),
 )
 
@@ -104,6 +133,7 @@ def done(fw: Firmware) -> Reply:
 
 # ------------------------------------------------------------------ pwr table
 
+
 def _cells(values: Sequence[Tuple[str, int]]) -> str:
     return "".join(text.ljust(width) for text, width in values)
 
@@ -112,12 +142,27 @@ def _pwr_columns(fw: Firmware) -> List[Tuple[str, int, int]]:
     """(header name, header width, row width) of each pwr column in this firmware's layout."""
     cols = [("Power", 6, 6), ("Volt", 7, 7), ("Curr", 7, 7), ("Tempr", 7, 7)]
     if fw.pwr_layout in ("ids", "ids_sysalarm"):
-        cols += [("Tlow", 7, 7), ("Tlow.Id", 9, 9), ("Thigh", 7, 7), ("Thigh.Id", 9, 9),
-                 ("Vlow", 7, 7), ("Vlow.Id", 9, 9), ("Vhigh", 7, 7), ("Vhigh.Id", 9, 9)]
+        cols += [
+            ("Tlow", 7, 7),
+            ("Tlow.Id", 9, 9),
+            ("Thigh", 7, 7),
+            ("Thigh.Id", 9, 9),
+            ("Vlow", 7, 7),
+            ("Vlow.Id", 9, 9),
+            ("Vhigh", 7, 7),
+            ("Vhigh.Id", 9, 9),
+        ]
     else:
         cols += [("Tlow", 7, 7), ("Thigh", 7, 7), ("Vlow", 7, 7), ("Vhigh", 7, 7)]
-    cols += [("Base.St", 9, 9), ("Volt.St", 9, 9), ("Curr.St", 9, 9), ("Temp.St", 9, 9), ("Coulomb", 9, 9),
-             ("Time", 21, 21), ("B.V.St", 9, 9)]
+    cols += [
+        ("Base.St", 9, 9),
+        ("Volt.St", 9, 9),
+        ("Curr.St", 9, 9),
+        ("Temp.St", 9, 9),
+        ("Coulomb", 9, 9),
+        ("Time", 21, 21),
+        ("B.V.St", 9, 9),
+    ]
     if fw.pwr_layout == "mos":
         # B67-B69: the header's B.T.St is one wider than the rows', so MosTempr and
         # M.T.St values sit one character left of their names ("-" sits under them)
@@ -136,8 +181,16 @@ def _pwr_columns(fw: Firmware) -> List[Tuple[str, int, int]]:
 def _pwr_values(fw: Firmware, s: UnitSnapshot) -> List[str]:
     values = [str(s.address), str(s.voltage_mv), str(s.current_ma), str(s.bms_temp_mc)]
     if fw.pwr_layout in ("ids", "ids_sysalarm"):
-        values += [str(s.temp_low_mc), str(s.temp_low_index), str(s.temp_high_mc), str(s.temp_high_index),
-                   str(s.cell_low_mv), str(s.cell_low_index), str(s.cell_high_mv), str(s.cell_high_index)]
+        values += [
+            str(s.temp_low_mc),
+            str(s.temp_low_index),
+            str(s.temp_high_mc),
+            str(s.temp_high_index),
+            str(s.cell_low_mv),
+            str(s.cell_low_index),
+            str(s.cell_high_mv),
+            str(s.cell_high_index),
+        ]
     else:
         values += [str(s.temp_low_mc), str(s.temp_high_mc), str(s.cell_low_mv), str(s.cell_high_mv)]
     values += [s.base_state, s.volt_state, s.curr_state, s.temp_state, "%d%%" % s.soc, s.rtc, s.bv_state, s.bt_state]
@@ -182,6 +235,7 @@ def pwr_table(fw: Firmware, units: Sequence[UnitSnapshot]) -> List[str]:
 
 # ----------------------------------------------------------------- pwr N
 
+
 def _names(value: int, table: Sequence[Tuple[int, str]]) -> str:
     return " ".join(name for bit, name in table if value & bit)
 
@@ -203,7 +257,9 @@ def pwr_detail(fw: Firmware, s: UnitSnapshot) -> Reply:
     if fw.detail_layout == "pytes":
         return _pwr_detail_pytes(fw, s, charge_times, seconds)
     first = [
-        RULE, " Power  %d" % s.address, "",
+        RULE,
+        " Power  %d" % s.address,
+        "",
         _kv("Voltage", s.voltage_mv, 12, "mV"),
         _kv("Current", s.current_ma, 12, "mA"),
         _kv("Temperature", s.bms_temp_mc, 12, "mC"),
@@ -240,7 +296,9 @@ def pwr_detail(fw: Firmware, s: UnitSnapshot) -> Reply:
 def _pwr_detail_pytes(fw: Firmware, s: UnitSnapshot, charge_times: int, seconds: int) -> Reply:
     work = {"Charge": 1, "Dischg": 2}.get(s.base_state, 0)
     first = [
-        RULE, " Power  %d" % s.address, "",
+        RULE,
+        " Power  %d" % s.address,
+        "",
         _kv("Voltage", s.voltage_mv, 20, "mV"),
         _kv("SOC Voltage", s.voltage_mv, 20, "mV"),
         _kv("Current", s.current_ma, 20, "mA"),
@@ -273,7 +331,8 @@ def _pwr_detail_pytes(fw: Firmware, s: UnitSnapshot, charge_times: int, seconds:
     ]
     protect = [
         b"\r" + _enc(_kv("Bat Protect ENA", "OV HV LV UV SLP OT HT LT UT", 0)) + b"\r\n",
-        b"\r" + _enc(_kv("Pwr Protect ENA", "OV HV LV UV SLP OT HT LT UT COC COC1 COC2 COCA DOCA DOC DOC1 DOC2 SC", 0))
+        b"\r"
+        + _enc(_kv("Pwr Protect ENA", "OV HV LV UV SLP OT HT LT UT COC COC1 COC2 COCA DOCA DOC DOC1 DOC2 SC", 0))
         + b"\r\r\n",
     ]
     second = [
@@ -287,6 +346,7 @@ def _pwr_detail_pytes(fw: Firmware, s: UnitSnapshot, charge_times: int, seconds:
 
 
 # ------------------------------------------------------------------ bat N
+
 
 def bat_table(fw: Firmware, s: UnitSnapshot) -> List[str]:
     """``bat N``: header and one row per cell, in the firmware's variant (A, B, C or D)."""
@@ -322,6 +382,7 @@ def bat_table(fw: Firmware, s: UnitSnapshot) -> List[str]:
 
 
 # ------------------------------------------------------------------ info N
+
 
 def _specification(s: UnitSnapshot) -> str:
     volts = "51.2V" if len(s.cells_mv) == 16 else "48V"
@@ -367,33 +428,152 @@ def info_lines(fw: Firmware, s: UnitSnapshot, console_baud: int) -> List[str]:
 # ------------------------------------------------------------------ stat N
 
 _STAT_EVENTS = (
-    "SC Times", "Bat OV Times", "Bat HV Times", "Bat LV Times", "Bat UV Times", "Bat SLP Times",
-    "Pwr OV Times", "Pwr HV Times", "Pwr LV Times", "Pwr UV Times", "Pwr SLP Times",
-    "COT Times", "CUT Times", "DOT Times", "DUT Times", "CHT Times", "CLT Times", "DHT Times", "DLT Times",
+    "SC Times",
+    "Bat OV Times",
+    "Bat HV Times",
+    "Bat LV Times",
+    "Bat UV Times",
+    "Bat SLP Times",
+    "Pwr OV Times",
+    "Pwr HV Times",
+    "Pwr LV Times",
+    "Pwr UV Times",
+    "Pwr SLP Times",
+    "COT Times",
+    "CUT Times",
+    "DOT Times",
+    "DUT Times",
+    "CHT Times",
+    "CLT Times",
+    "DHT Times",
+    "DLT Times",
 )
 _STAT_TAIL = ("HT@0.5C Cnt", "LT@0.5C Cnt", "HT Cnt", "LT Cnt", "LV Cnt", "LifeWarn Times", "LifeAlarm Times")
 STAT_LABELS = {
-    "old": (("Data Items", "HisData Items", "MiscData Items", "Charge Cnt.", "Discharge Cnt.", "Charge Times",
-             "Status Cnt.", "Idle Times", "COC Times", "DOC Times", "COCA Times", "DOCA Times")
-            + _STAT_EVENTS
-            + ("Shut Times", "Reset Times", "RV Times", "Input OV Times", "SOH Times", "BMICERR Times",
-               "CYCLE Times", "Pwr Percent", "Pwr Coulomb", "Dsg Cap") + _STAT_TAIL),
-    "us": (("Data Items", "HisData Items", "Charge Cnt.", "Discharge Cnt.", "Charge Times", "Status Cnt.",
-            "Idle Times", "COC Times", "COC2 Times", "DOC Times", "DOC2 Times", "COCA Times", "DOCA Times")
-           + _STAT_EVENTS
-           + ("Shut Times", "Reset Times", "RV Times", "Input OV Times", "SOH Times", "BMICERR Times",
-              "CYCLE Times", "SOH", "Pwr Percent", "Pwr Coulomb", "Dsg Cap") + _STAT_TAIL),
-    "pytes": (("Data Items", "HisData Items", "Charge Cnt.", "Discharge Cnt.", "Charge Times", "Status Cnt.",
-               "Idle Times", "COC Times", "DOC Times", "COCA Times", "DOCA Times")
-              + _STAT_EVENTS
-              + ("Shut Times", "Reset Times", "RV Times", "Input OV Times", "SOH Times", "I2CERR Times",
-                 "CYCLE Times", "Pwr Percent", "Pwr Coulomb") + _STAT_TAIL),
-    "us3000d": (("Charge Secs.", "Discharge Secs.", "Charge Times", "Discharge Times", "Idle Times",
-                 "COC2 Times", "DOC2 Times", "COC Times", "DOC Times", "COCA Times", "DOCA Times")
-                + _STAT_EVENTS
-                + ("RV Times", "Input OV Times", "SOH Times", "BMICERR Times", "CYCLE Times", "SOH", "Dsg Cap",
-                   "HT@0.5C Secs", "LT@0.5C Secs", "HT Secs", "LT Secs", "LV Secs", "SOC LOW Secs",
-                   "Shut Times", "Reset Times", "Power on Times")),
+    "old": (
+        (
+            "Data Items",
+            "HisData Items",
+            "MiscData Items",
+            "Charge Cnt.",
+            "Discharge Cnt.",
+            "Charge Times",
+            "Status Cnt.",
+            "Idle Times",
+            "COC Times",
+            "DOC Times",
+            "COCA Times",
+            "DOCA Times",
+        )
+        + _STAT_EVENTS
+        + (
+            "Shut Times",
+            "Reset Times",
+            "RV Times",
+            "Input OV Times",
+            "SOH Times",
+            "BMICERR Times",
+            "CYCLE Times",
+            "Pwr Percent",
+            "Pwr Coulomb",
+            "Dsg Cap",
+        )
+        + _STAT_TAIL
+    ),
+    "us": (
+        (
+            "Data Items",
+            "HisData Items",
+            "Charge Cnt.",
+            "Discharge Cnt.",
+            "Charge Times",
+            "Status Cnt.",
+            "Idle Times",
+            "COC Times",
+            "COC2 Times",
+            "DOC Times",
+            "DOC2 Times",
+            "COCA Times",
+            "DOCA Times",
+        )
+        + _STAT_EVENTS
+        + (
+            "Shut Times",
+            "Reset Times",
+            "RV Times",
+            "Input OV Times",
+            "SOH Times",
+            "BMICERR Times",
+            "CYCLE Times",
+            "SOH",
+            "Pwr Percent",
+            "Pwr Coulomb",
+            "Dsg Cap",
+        )
+        + _STAT_TAIL
+    ),
+    "pytes": (
+        (
+            "Data Items",
+            "HisData Items",
+            "Charge Cnt.",
+            "Discharge Cnt.",
+            "Charge Times",
+            "Status Cnt.",
+            "Idle Times",
+            "COC Times",
+            "DOC Times",
+            "COCA Times",
+            "DOCA Times",
+        )
+        + _STAT_EVENTS
+        + (
+            "Shut Times",
+            "Reset Times",
+            "RV Times",
+            "Input OV Times",
+            "SOH Times",
+            "I2CERR Times",
+            "CYCLE Times",
+            "Pwr Percent",
+            "Pwr Coulomb",
+        )
+        + _STAT_TAIL
+    ),
+    "us3000d": (
+        (
+            "Charge Secs.",
+            "Discharge Secs.",
+            "Charge Times",
+            "Discharge Times",
+            "Idle Times",
+            "COC2 Times",
+            "DOC2 Times",
+            "COC Times",
+            "DOC Times",
+            "COCA Times",
+            "DOCA Times",
+        )
+        + _STAT_EVENTS
+        + (
+            "RV Times",
+            "Input OV Times",
+            "SOH Times",
+            "BMICERR Times",
+            "CYCLE Times",
+            "SOH",
+            "Dsg Cap",
+            "HT@0.5C Secs",
+            "LT@0.5C Secs",
+            "HT Secs",
+            "LT Secs",
+            "LV Secs",
+            "SOC LOW Secs",
+            "Shut Times",
+            "Reset Times",
+            "Power on Times",
+        )
+    ),
 }
 
 
@@ -464,9 +644,8 @@ def log_lines(start: datetime.datetime, entries: int = 9) -> List[str]:
             " Index   : %-6d" % index,
             " Time    : %s" % moment.strftime("%y-%m-%d %H:%M:%S"),
             " ModID   : BMM",
-            " Code    : %x" % (0x2c40 + index if index % 2 else 0),
+            " Code    : %x" % (0x2C40 + index if index % 2 else 0),
             " Info    : %s " % LOG_TEXTS[index % len(LOG_TEXTS)],
             "",
         ]
     return lines
-

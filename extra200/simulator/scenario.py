@@ -62,6 +62,7 @@ class ScenarioError(ValidationError):
 
 # ---------------------------------------------------------------- value checks
 
+
 def _number(low: Optional[float] = None, high: Optional[float] = None) -> Callable[[Any], float]:
     def check(value: Any) -> float:
         if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value):
@@ -224,10 +225,15 @@ def _cell_numbers_to_indices(data: Mapping[str, Any], where: str, problems: List
             out[key] = {index(k, key): v for k, v in value.items()}
         elif isinstance(value, (list, tuple)):
             out[key] = [index(v, key) for v in value]
-        if out[key] is None or (isinstance(out[key], dict) and None in out[key]) or \
-                (isinstance(out[key], list) and None in out[key]):
+        if (
+            out[key] is None
+            or (isinstance(out[key], dict) and None in out[key])
+            or (isinstance(out[key], list) and None in out[key])
+        ):
             del out[key]  # already reported
     return out
+
+
 CONSOLE_KEYS: Mapping[str, Callable[[Any], Any]] = {
     "silent": _flag,
     "asleep": _flag,
@@ -306,9 +312,26 @@ class Scenario:
 
 
 _TOP_KEYS = (
-    "name", "firmware", "console_baud", "asleep", "prompt", "debug_prompt", "login_required", "debug",
-    "password", "paging_lines", "latency", "speed", "drift", "seed", "clock", "faults", "units",
-    "defaults", "unit", "timeline",
+    "name",
+    "firmware",
+    "console_baud",
+    "asleep",
+    "prompt",
+    "debug_prompt",
+    "login_required",
+    "debug",
+    "password",
+    "paging_lines",
+    "latency",
+    "speed",
+    "drift",
+    "seed",
+    "clock",
+    "faults",
+    "units",
+    "defaults",
+    "unit",
+    "timeline",
 )
 
 
@@ -394,11 +417,11 @@ def _build(data: Mapping[str, Any], where: str) -> Scenario:
             try:
                 clock = datetime.datetime.strptime(clock.strip(), "%Y-%m-%d %H:%M:%S")
             except ValueError:
-                problems.append("clock: expected \"YYYY-MM-DD hh:mm:ss\"")
+                problems.append('clock: expected "YYYY-MM-DD hh:mm:ss"')
         if isinstance(clock, datetime.datetime):
             values["clock"] = clock
         elif not isinstance(clock, str):
-            problems.append("clock: expected \"YYYY-MM-DD hh:mm:ss\"")
+            problems.append('clock: expected "YYYY-MM-DD hh:mm:ss"')
     faults = data.get("faults") or {}
     if not isinstance(faults, Mapping):
         problems.append("faults: expected a mapping")
@@ -416,8 +439,7 @@ def _build(data: Mapping[str, Any], where: str) -> Scenario:
     if not isinstance(defaults, Mapping):
         problems.append("defaults: expected a mapping")
         defaults = {}
-    values["defaults"] = check_unit_changes(_cell_numbers_to_indices(defaults, "defaults", problems), "defaults",
-                                            problems)
+    values["defaults"] = check_unit_changes(_cell_numbers_to_indices(defaults, "defaults", problems), "defaults", problems)
     count = values.get("units", 3)
     per_unit = data.get("unit") or {}
     unit_settings: Dict[int, Dict[str, Any]] = {}
@@ -433,14 +455,16 @@ def _build(data: Mapping[str, Any], where: str) -> Scenario:
                 continue
             where_unit = _at_line("unit.%d" % address, settings)
             unit_settings[address] = check_unit_changes(
-                _cell_numbers_to_indices(settings, where_unit, problems), where_unit, problems)
+                _cell_numbers_to_indices(settings, where_unit, problems), where_unit, problems
+            )
     values["unit_settings"] = unit_settings
     values["timeline"] = _timeline(data.get("timeline") or [], count, problems)
     _check_timeline_cells(values["timeline"], values["defaults"], unit_settings, problems)
 
     if firmware.pwr_rows and count > firmware.pwr_rows:
-        problems.append("units: %d units do not fit the %d-row pwr table of firmware %s"
-                        % (count, firmware.pwr_rows, firmware.name))
+        problems.append(
+            "units: %d units do not fit the %d-row pwr table of firmware %s" % (count, firmware.pwr_rows, firmware.name)
+        )
     for address in range(1, count + 1):
         settings = dict(values["defaults"])
         settings.update(unit_settings.get(address, {}))
@@ -470,8 +494,12 @@ def _check_unit_consistency(settings: Mapping[str, Any], where: str, problems: L
             problems.append("%s.balancing: cell %d does not exist (%d cells)" % (where, index + 1, cells))
 
 
-def _check_timeline_cells(timeline: Tuple[TimelineEvent, ...], defaults: Mapping[str, Any],
-                          unit_settings: Mapping[int, Mapping[str, Any]], problems: List[str]) -> None:
+def _check_timeline_cells(
+    timeline: Tuple[TimelineEvent, ...],
+    defaults: Mapping[str, Any],
+    unit_settings: Mapping[int, Mapping[str, Any]],
+    problems: List[str],
+) -> None:
     """Every cell a timeline event names exists on its units at that time (an event may change ``cells``)."""
     cells: Dict[int, int] = {}
     for event in timeline:
@@ -486,8 +514,10 @@ def _check_timeline_cells(timeline: Tuple[TimelineEvent, ...], defaults: Mapping
             settings = dict(event.changes)
             settings["cells"] = count
             if CELL_KEY in event.changes and event.changes[CELL_KEY] >= count:
-                problems.append("%s.cell: cell %d does not exist on unit %d (%d cells)"
-                                % (event.where, event.changes[CELL_KEY] + 1, address, count))
+                problems.append(
+                    "%s.cell: cell %d does not exist on unit %d (%d cells)"
+                    % (event.where, event.changes[CELL_KEY] + 1, address, count)
+                )
             before = len(problems)
             _check_unit_consistency(settings, "%s unit %d" % (event.where, address), problems)
             if len(problems) > before:
@@ -528,8 +558,7 @@ def _timeline(events: Any, count: int, problems: List[str]) -> Tuple[TimelineEve
                     console[key] = CONSOLE_KEYS[key](event.pop(key))
                 except ValueError as exc:
                     problems.append("%s.%s: %s" % (where, key, exc))
-        changes = check_unit_changes(_cell_numbers_to_indices(event, where, problems), where, problems,
-                                     allow_cell=True)
+        changes = check_unit_changes(_cell_numbers_to_indices(event, where, problems), where, problems, allow_cell=True)
         if changes and not units:
             problems.append("%s: unit changes need unit: N (or all)" % where)
             continue
