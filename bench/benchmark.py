@@ -255,11 +255,12 @@ class Run:
 
 def split_cycles(wire: Wire, messages: Sequence[Tuple[float, str]], baud: int, cycle_command: str) -> List[Cycle]:
     """Cut the exchange into poll cycles, each starting at ``cycle_command``; messages go to the cycle whose
-    replies produced them (a cycle cannot publish before its own first reply has fully arrived).  The same
-    command again right after it is the poll confirming its reply (every reply is read twice), not a new cycle."""
+    replies produced them (a cycle cannot publish before its own first reply has fully arrived).  A poll reads
+    its first command twice (the second read confirms the first): here that is two cycles, the first of
+    which publishes nothing."""
     with wire.lock:
         commands, chunks = list(wire.commands), list(wire.chunks)
-    starts = [t for i, (t, c) in enumerate(commands) if c == cycle_command and (i == 0 or commands[i - 1][1] != c)]
+    starts = [t for t, c in commands if c == cycle_command]
     cycles: List[Cycle] = []
     for index, start in enumerate(starts):
         following = starts[index + 1] if index + 1 < len(starts) else float("inf")
