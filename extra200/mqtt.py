@@ -190,25 +190,11 @@ class MqttLink:
         self._will = (topic, payload)
         self._will_announced = False
         if self._client is not None:
-            threading.Thread(target=self._renew_will, name="mqtt-will", daemon=True).start()
-
-    def _renew_will(self) -> None:
-        with self._renewing:
-            client = self._client
-            if client is None:
-                return
-            self._close_cleanly(client, 1.0)
-            if self._client is not client:  # stopped meanwhile
-                return
-            self._apply_will(client)
-            try:
-                self._connect(client)
-            except (OSError, ValueError) as exc:
-                logger.warning("MQTT: cannot start reconnecting to %s: %s; retrying", self.broker, exc)
-            client.loop_start()
+            threading.Thread(target=self._relaunch, name="mqtt-will", daemon=True).start()
 
     def _relaunch(self) -> None:
-        """A new client in place of the running one (the protocol version is fixed per client)."""
+        """A new client in place of the running one, connecting with the current will and protocol version
+        (both are fixed per connection; a clean disconnect first drops the old will without firing it)."""
         with self._renewing:
             client = self._client
             if client is None:

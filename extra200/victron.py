@@ -445,7 +445,7 @@ class VictronPublisher:
             return sum(
                 1
                 for topic, (_, word) in sorted(pending.items())
-                if self._last_word_sent.get(topic) == word and self._send(topic, word, 0.0, word=True)
+                if self._last_word_sent.get(topic) == word and self._send(topic, word, self._last_sent.get(topic, 0.0), word=True)
             )
 
     def _renew_will(self, bank: Payload, discharge_current: float, now: float) -> None:
