@@ -10,6 +10,10 @@ changes a charge decision, must therefore be confirmed first:
   read breaks a tie); ``pwr`` rows are voted one unit at a time, so one
   changing unit does not hold back the others.  Two independent corruptions
   that agree are as good as impossible, and nothing waits for the next poll;
+  The confirming read of the ``pwr`` table is checked as its rows arrive: once
+  every unit present (or seen before, or configured) agrees, the rest of the
+  table (absent slots) is not waited for; the transport still reads it to its
+  end before the next command;
 * **by agreement between commands**: a unit's ``pwr`` row and its ``bat``
   table describe the same cells; when the row's cell voltage extremes
   contradict the table, the table is read again at once, and extremes that
@@ -24,9 +28,10 @@ and charge control treats it as a vanished reading, never as a number.
 """
 
 import dataclasses
-from typing import Callable, Dict, Hashable, List, Optional, Sequence, Tuple, TypeVar
+import re
+from typing import Callable, Dict, List, Optional, Sequence, Set, Tuple, TypeVar
 
-from .model import CellTable, PowerRow
+from .model import CellTable, PowerDetail, PowerRow
 
 T = TypeVar("T")
 
@@ -51,6 +56,21 @@ _ROW_EXTREMES = ("cell_voltage_low", "cell_voltage_high", "cell_voltage_low_id",
 def row_key(row: PowerRow) -> PowerRow:
     """What two reads of one ``pwr`` row must agree on."""
     return dataclasses.replace(row, **{name: None for name in _UNCOMPARED_ROW_FIELDS})
+
+
+# ``pwr N`` keys that count seconds while the unit charges or discharges ("Charge Sec.", "Discharge Sec."):
+# a running clock, not a value, so two reads a second apart differ in it.
+_RUNNING_CLOCK_KEY = re.compile(r"\bSecs?\.?$")
+
+
+def record_key(record: T) -> object:
+    """What two reads of one record must agree on: all of it but the console's running clocks."""
+    if isinstance(record, PowerRow):
+        return row_key(record)
+    if isinstance(record, PowerDetail):
+        extra = {key: value for key, value in record.extra.items() if not _RUNNING_CLOCK_KEY.search(key)}
+        return dataclasses.replace(record, extra=extra)
+    return record
 
 
 # How far two reads of one value, taken a second or so apart, may differ while the bank moves (load steps
@@ -103,7 +123,7 @@ def close(a: object, b: object, moves: Optional[Dict[str, float]] = None) -> boo
     return a == b
 
 
-def agreed(reads: Sequence[T], key: Callable[[T], Hashable] = lambda value: value) -> Optional[T]:
+def agreed(reads: Sequence[T], key: Callable[[T], object] = lambda value: value) -> Optional[T]:
     """The confirmed value of a few reads of one reply, or None while they do not agree.
 
     Two reads that agree exactly confirm each other (the latest of them is returned).  Values
@@ -139,6 +159,26 @@ def agreed_rows(reads: Sequence[Sequence[PowerRow]]) -> Tuple[Dict[int, PowerRow
         else:
             confirmed[address] = row
     return confirmed, unconfirmed
+
+
+def confirmed_early(earlier: Sequence[Sequence[PowerRow]], first_rows: Sequence[PowerRow], needed: Set[int]) -> bool:
+    """Whether the first rows of a confirming read, still arriving, already confirm every unit that matters.
+
+    ``earlier``: the whole reads before it; ``needed``: the units present in them, seen before or
+    configured.  The units after the last needed one are absent in a whole read and were never
+    there: their rows cannot change what is published, so the rest of the table is not waited for.
+    """
+    covered = {row.address for row in first_rows}
+    if not earlier or not needed or not needed <= covered:  # nothing present: no hurry, read it whole
+        return False
+    confirmed, _ = agreed_rows(list(earlier) + [first_rows])
+    return all(address in confirmed for address in needed)
+
+
+def with_rows_not_reached(first_rows: Sequence[PowerRow], whole: Sequence[PowerRow]) -> List[PowerRow]:
+    """A read that stopped early, completed by a whole read's rows of the units it did not reach."""
+    covered = {row.address for row in first_rows}
+    return list(first_rows) + [row for row in whole if row.address not in covered]
 
 
 def unknown_row(address: int) -> PowerRow:

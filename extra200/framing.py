@@ -51,6 +51,9 @@ class Reply:
     error: Optional[str]  # for a rejected command: its first payload line
     raw: bytes  # every byte received for this command (logs, captures)
     prompt: str = ""  # the prompt that ended the reply ("pylon>", "pylon_debug>", ...)
+    # The lines that had arrived when the caller had what it needed; the rest is still on its way
+    # (the transport reads it to its end before the next exchange).  ``ok`` is False then.
+    partial: bool = False
 
     @property
     def text(self) -> str:
@@ -145,6 +148,26 @@ class ReplyAssembler:
     def raw_bytes(self) -> bytes:
         """Every byte fed so far."""
         return bytes(self._buf)
+
+    @property
+    def line_count(self) -> int:
+        """Payload lines received whole so far."""
+        return len(self._lines)
+
+    def lines_so_far(self) -> Optional[Tuple[str, ...]]:
+        """The payload lines received whole so far, or None once anything about them is in doubt
+        (line noise, a prompt mixed in, the end already reached: then only the whole reply counts)."""
+        if self._problem is not None or self._complete or self._end_marker or self._garbage:
+            return None
+        lines = tuple(line.decode("ascii") for line in self._lines)
+        return None if any(line in COMPLETION_LINES for line in lines) else lines
+
+    def partial_reply(self) -> Reply:
+        """The reply as far as it has arrived (``lines_so_far`` must not be None)."""
+        lines = self.lines_so_far()
+        if lines is None:
+            raise FramingError("reply to %r: the part received is in doubt" % self.command)
+        return Reply(command=self.command, lines=lines, ok=False, error=None, raw=bytes(self._buf), partial=True)
 
     # -- line handling -----------------------------------------------------
 

@@ -872,10 +872,11 @@ def _check_hv_voltage(lines: Sequence[str], header: int, rows: Sequence[PowerRow
                 )
 
 
-def parse_power_table(text: str) -> List[PowerRow]:
+def parse_power_table(text: str, complete: bool = True) -> List[PowerRow]:
     """``pwr`` (the whole bank): one PowerRow per address slot; Absent slots have present=False.
 
-    Force HV systems print one system row; it is returned as address 1.
+    Force HV systems print one system row; it is returned as address 1.  ``complete`` False:
+    the lines of a table still arriving (any number of its first rows).
     """
     what = "pwr"
     _reject_error_reply(text, what)
@@ -929,7 +930,7 @@ def parse_power_table(text: str) -> List[PowerRow]:
         present_only = (
             "Tlow.Id" in names and "SysAlarm.St" not in names and len(result) <= MAX_UNITS and all(row.present for row in result)
         )
-        if len(result) not in slots and not present_only:
+        if complete and len(result) not in slots and not present_only:
             raise ParseError(
                 "%s: %d rows (table cut short?); expected %s" % (what, len(result), " or ".join(str(n) for n in slots))
             )

@@ -35,7 +35,17 @@ from typing import Callable, Dict, List, Optional, Sequence, Set, Tuple, TypeVar
 
 from .charge import detail_signals_protection
 from .config import BatteryConfig, SerialConfig
-from .crosscheck import JumpGuard, agreed, agreed_rows, table_contradiction, unknown_row, without_cell_extremes
+from .crosscheck import (
+    JumpGuard,
+    agreed,
+    agreed_rows,
+    confirmed_early,
+    record_key,
+    table_contradiction,
+    unknown_row,
+    with_rows_not_reached,
+    without_cell_extremes,
+)
 from .framing import Reply
 from .model import Bank, Battery, CellTable, PowerDetail, PowerRow
 from .parsing import (
@@ -85,8 +95,8 @@ Vote = Callable[[Sequence[T]], Tuple[Optional[T], bool]]
 
 
 def _vote_whole(reads: Sequence[T]) -> Tuple[Optional[T], bool]:
-    """Two reads of a record must agree exactly."""
-    value = agreed(reads)
+    """Two reads of a record must agree exactly (but for running clocks)."""
+    value = agreed(reads, record_key)
     return value, value is not None
 
 
@@ -97,6 +107,25 @@ def _vote_rows(reads: Sequence[List[PowerRow]]) -> Tuple[Optional[List[PowerRow]
     confirmed, unconfirmed = agreed_rows(reads)
     rows = [confirmed.get(row.address) or unknown_row(row.address) for row in reads[-1]]
     return rows, not unconfirmed
+
+
+class _TableStream:
+    """The confirming read of the ``pwr`` table, checked as its rows arrive (``crosscheck.confirmed_early``)."""
+
+    def __init__(self, earlier: Sequence[List[PowerRow]], needed: Set[int]) -> None:
+        self._earlier = earlier
+        self._needed = needed
+
+    def enough(self, lines: Sequence[str]) -> bool:
+        try:
+            rows = parse_power_table("\n".join(lines), complete=False)
+        except ParseError:
+            return False  # not yet (or a damaged line: then the whole table is read, and voted as usual)
+        return confirmed_early(self._earlier, rows, self._needed)
+
+    def parse(self, text: str) -> List[PowerRow]:
+        """The rows that arrived, followed by the last whole read's rows of the (absent) units not reached."""
+        return with_rows_not_reached(parse_power_table(text, complete=False), self._earlier[-1])
 
 
 def _family(command: str) -> str:
@@ -143,10 +172,12 @@ class BankReader:
         return self._expected
 
     # -- one command -------------------------------------------------------
-    def _exchange(self, command: str, parse: Callable[[str], T]) -> T:
+    def _exchange(self, command: str, parse: Callable[[str], T], stream: Optional[_TableStream] = None) -> T:
         if self.stopping():
             raise ConsoleInterrupted("stopping: not sent", command=command)
-        reply: Reply = self._console.command(command)
+        reply: Reply = self._console.command(command, enough=stream.enough if stream is not None else None)
+        if reply.partial and stream is not None:
+            return stream.parse(reply.text)  # type: ignore[return-value]
         if not reply.ok:
             if is_error_reply(reply.text) is not None:
                 raise _Rejected(reply)
@@ -155,9 +186,16 @@ class BankReader:
         return parse(reply.text)
 
     def _ask(
-        self, command: str, parse: Callable[[str], T], vote: "Vote[T]" = _vote_whole, reject_family: bool = True
+        self,
+        command: str,
+        parse: Callable[[str], T],
+        vote: "Vote[T]" = _vote_whole,
+        reject_family: bool = True,
+        stream: Optional[Callable[[List[T]], Optional[_TableStream]]] = None,
     ) -> Optional[T]:
         """The confirmed reply, or None (rejected by the firmware, or no two reads agreed).
+
+        ``stream``: given the reads so far, how a confirming read may end before the reply does.
 
         Raises ``ConsoleError`` when the console went silent, the port was lost or a stop
         was requested: the caller ends the poll instead of trying more commands.
@@ -170,7 +208,7 @@ class BankReader:
         result: Optional[T] = None
         while len(reads) + len(failures) < _MAX_EXCHANGES and len(failures) < _MAX_FAILURES:
             try:
-                reads.append(self._exchange(command, parse))
+                reads.append(self._exchange(command, parse, stream(reads) if stream is not None else None))
                 self._answered.add(_family(command))
             except _Rejected as exc:
                 if not reject_family:
@@ -281,25 +319,27 @@ class BankReader:
 
         Ends early, without raising, when the console falls silent or a stop is requested.
         """
-        full = full or self.polls == 1
-        now = self._clock()
         try:
-            for address in self._present:
-                battery = self.batteries[address]
-                # A protection signal in pwr N stops a charge limit: read it every poll until it clears.
-                if full or battery.detail_due or detail_signals_protection(battery.detail) or self._detail_due(battery, now):
-                    if self._past(deadline):
-                        return
-                    self._read_detail(battery, now)
-            # Later polls: cells before identity, charge control waits for them.  (A table cut between two
-            # rows, which any row count would fit, is caught by the second read that must agree.)
-            # Without the pwr table (Extra2000), the cells are the only source of cell extremes: every poll.
-            if full:  # the first poll: identity first, so every unit is named (barcode) from the start
-                self._read_identity(self._present, full, now, deadline)
-            self._read_cells(self._present, full or "pwr" in self.rejected, now, deadline)
-            self._read_identity(self._present, False, now, deadline)  # one unit per poll, once due
+            self._read_more(full or self.polls == 1, self._clock(), deadline)
+            self._console.finish()  # a reply that ended early for us (the pwr table): its rest before the pause
         except ConsoleError as exc:
             logger.debug("poll ended early: %s", exc)
+
+    def _read_more(self, full: bool, now: float, deadline: Optional[float]) -> None:
+        for address in self._present:
+            battery = self.batteries[address]
+            # A protection signal in pwr N stops a charge limit: read it every poll until it clears.
+            if full or battery.detail_due or detail_signals_protection(battery.detail) or self._detail_due(battery, now):
+                if self._past(deadline):
+                    return
+                self._read_detail(battery, now)
+        # Later polls: cells before identity, charge control waits for them.  (A table cut between two
+        # rows, which any row count would fit, is caught by the second read that must agree.)
+        # Without the pwr table (Extra2000), the cells are the only source of cell extremes: every poll.
+        if full:  # the first poll: identity first, so every unit is named (barcode) from the start
+            self._read_identity(self._present, full, now, deadline)
+        self._read_cells(self._present, full or "pwr" in self.rejected, now, deadline)
+        self._read_identity(self._present, False, now, deadline)  # one unit per poll, once due
 
     def bank(self) -> Bank:
         """The bank as the records stand, cross-checked: what one poll's outputs are built from."""
@@ -346,12 +386,21 @@ class BankReader:
 
     def _read_rows(self) -> Optional[List[PowerRow]]:
         if "pwr" not in self.rejected:
-            rows = self._ask("pwr", parse_power_table, vote=_vote_rows)
+            rows = self._ask("pwr", parse_power_table, vote=_vote_rows, stream=self._table_stream)
             if rows is not None:
                 return rows
             if "pwr" not in self.rejected:
                 return None
         return self._rows_from_details()
+
+    def _table_stream(self, reads: List[List[PowerRow]]) -> Optional[_TableStream]:
+        """After a whole read of the table: the next one may stop once the units that matter agree
+        (present in a read, seen before or configured), so the bank is published without waiting
+        for the absent slots (a second at 19200 baud)."""
+        if not reads:
+            return None
+        needed = {row.address for rows in reads for row in rows if row.present}
+        return _TableStream(list(reads), needed | self._seen | set(self._expected))
 
     def _rows_from_details(self) -> Optional[List[PowerRow]]:
         """Old firmware without the ``pwr`` table: one ``pwr N`` per configured (or found) unit.

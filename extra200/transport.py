@@ -15,7 +15,7 @@ import importlib
 import logging
 import re
 import time
-from typing import Callable, NoReturn, Optional, Tuple, Union
+from typing import Callable, NoReturn, Optional, Sequence, Tuple, Union
 
 import serial
 
@@ -44,6 +44,11 @@ _REPLY_END = re.compile(rb"\$\$[\r\n]+([A-Za-z][A-Za-z0-9_]{0,19}>)\Z")
 
 
 _GATHER_BYTES = 32  # see _read_some
+_CHECK_EVERY = 0.005  # seconds between looks at the input queue while waiting without blocking
+# After a probe's prompt, how long the line must be quiet before the console counts as settled: a second
+# prompt ("\r\n" may draw two) arrives within the console's latency plus the prompt's own bytes.
+_SETTLE_QUIET = 0.03
+_PROMPT_BYTES = 16
 
 
 # Failures are raised, not logged above DEBUG here: the poller and the daemon report each fault
@@ -160,6 +165,8 @@ class Console:
         # instead of waiting out ``command_timeout``, so a service stops in time.
         self.interrupted: Callable[[], bool] = lambda: False
         self._auto_login_tried = False
+        # A reply returned before its end (``command(enough=...)``): its rest is read before the next exchange.
+        self._unfinished: Optional[ReplyAssembler] = None
 
     # -- port --------------------------------------------------------------
 
@@ -198,6 +205,7 @@ class Console:
 
     def close(self) -> None:
         port, self._port = self._port, None
+        self._unfinished = None
         if port is None:
             return
         try:
@@ -224,6 +232,7 @@ class Console:
         """
         what = "wake-up"
         self._require_open(what)
+        self._finish_unfinished()
         self._probe_garbage = 0
         prompt: Optional[str] = None
         if self.wakeup != "always":
@@ -259,7 +268,7 @@ class Console:
                 self._probe_garbage += len(data)
             if found:
                 # "\r\n" may draw two prompts; let the second one arrive and go.
-                self._drain(what)
+                self._settle(what)
                 return _PROMPT_SEEN.findall(data)[-1].decode("ascii")
         return None
 
@@ -370,8 +379,15 @@ class Console:
 
     # -- commands ----------------------------------------------------------
 
-    def command(self, command: str, timeout: Optional[float] = None) -> Reply:
+    def command(
+        self, command: str, timeout: Optional[float] = None, enough: Optional[Callable[[Sequence[str]], bool]] = None
+    ) -> Reply:
         """Send one command and return its reply.
+
+        ``enough``: called with the payload lines received so far, each time one more has
+        arrived whole; once it says True, the reply is returned as it stands (``Reply.partial``)
+        and its rest is read to its end before the next exchange.  For a caller that has what
+        it needs early (a confirming read) and would otherwise wait for lines it does not use.
 
         Raises ConsoleTimeout or ConsoleGarbled (after resynchronising, so the
         next command starts clean), PortLost if the device went away, and
@@ -381,6 +397,7 @@ class Console:
         if not command or not all(" " <= ch <= "~" for ch in command):
             raise ValueError("a console command is one line of printable ASCII, not %r" % command)
         self._require_open(command)
+        self._finish_unfinished()
         if self._need_login:
             self._need_login = False
             self._login()
@@ -388,17 +405,11 @@ class Console:
         self._discard_waiting(command)
         assembler = ReplyAssembler(command)
         started = time.monotonic()
-        deadline = started + limit
         self._write(command.encode("ascii") + b"\r", command)
-        while not assembler.complete:
-            if time.monotonic() >= deadline:
-                raise self._incomplete(assembler, limit)
-            data = self._read_some(command)
-            if data:
-                assembler.feed(data)
-            if assembler.needs_continue:
-                self._write(b"\r", command)
-                assembler.continue_sent()
+        early = self._collect(assembler, limit, enough)
+        if early is not None:
+            self._unfinished = assembler
+            return early
         self.last_round_trip = time.monotonic() - started
         try:
             reply = assembler.reply()
@@ -410,8 +421,55 @@ class Console:
         self._watch_mode(reply.prompt)
         if self._login_needed_for(command, reply):
             self._login()
-            return self.command(command, timeout)
+            return self.command(command, timeout, enough)
         return reply
+
+    def _collect(
+        self, assembler: ReplyAssembler, limit: float, enough: Optional[Callable[[Sequence[str]], bool]] = None
+    ) -> Optional[Reply]:
+        """Feed ``assembler`` until its reply is complete (None), or until ``enough`` (the partial reply)."""
+        command = assembler.command
+        deadline = time.monotonic() + limit
+        lines_seen = assembler.line_count
+        while not assembler.complete:
+            if time.monotonic() >= deadline:
+                raise self._incomplete(assembler, limit)
+            data = self._read_some(command)
+            if data:
+                assembler.feed(data)
+            if assembler.needs_continue:
+                self._write(b"\r", command)
+                assembler.continue_sent()
+            if enough is not None and assembler.line_count > lines_seen:
+                lines_seen = assembler.line_count
+                lines = assembler.lines_so_far()
+                if lines is not None and enough(lines):
+                    return assembler.partial_reply()
+        return None
+
+    def finish(self) -> None:
+        """Read to its end a reply returned early (``command(enough=...)``); nothing to do otherwise."""
+        if self._unfinished is not None:
+            self._require_open("the rest of %r" % self._unfinished.command)
+            self._finish_unfinished()
+
+    def _finish_unfinished(self) -> None:
+        """Read the rest of a reply returned early, to its end, so the next exchange starts clean.
+
+        The rest is not used (the caller had what it needed), so a rest that does not arrive whole
+        costs a resynchronisation and a DEBUG line, nothing more.
+        """
+        assembler, self._unfinished = self._unfinished, None
+        if assembler is None:
+            return
+        try:
+            self._collect(assembler, self.command_timeout)
+            assembler.reply()
+        except (ConsoleTimeout, ConsoleGarbled) as exc:  # already resynchronised
+            logger.debug("%s: the rest of %r did not arrive whole: %s", self.url, assembler.command, exc)
+        except FramingError as exc:
+            logger.debug("%s: the rest of %r did not arrive whole: %s", self.url, assembler.command, exc)
+            self._resync(assembler.command)
 
     def _incomplete(self, assembler: ReplyAssembler, limit: float) -> ConsoleError:
         """Classify, log and resynchronise after a reply that did not complete."""
@@ -504,13 +562,38 @@ class Console:
     def _read_until(self, done: Callable[[bytes], bool], limit: float, what: str) -> Tuple[bytes, bool]:
         deadline = time.monotonic() + limit
         data = b""
-        while time.monotonic() < deadline:
-            chunk = self._read_some(what)
+        while True:
+            remaining = deadline - time.monotonic()
+            if remaining <= 0:
+                break
+            # A blocking read may overrun the limit by a port timeout: near the limit, only read what came.
+            chunk = self._read_some(what) if remaining >= _POLL or self._input_within(remaining, what) else b""
             if chunk:
                 data += chunk
                 if done(data):
                     return data, True
         return data, False
+
+    def _input_within(self, seconds: float, what: str) -> bool:
+        """Whether input arrives within ``seconds`` (checked every few milliseconds, without blocking)."""
+        port = self._require_open(what)
+        deadline = time.monotonic() + seconds
+        while True:
+            try:
+                if port.in_waiting:
+                    return True
+            except (serial.SerialException, OSError) as exc:
+                self._lost(exc, what)
+            if time.monotonic() >= deadline:
+                return False
+            time.sleep(_CHECK_EVERY)
+
+    def _settle(self, what: str) -> None:
+        """Discard input until the line has been quiet for as long as a prompt takes to arrive."""
+        quiet = _SETTLE_QUIET + _PROMPT_BYTES * 10.0 / max(self.baud, WAKE_BAUD)
+        deadline = time.monotonic() + _DRAIN_LIMIT
+        while time.monotonic() < deadline and self._input_within(quiet, what):
+            self._discard_waiting(what)
 
     def _drain(self, what: str) -> None:
         """Discard input until the line has been quiet for one poll period."""

@@ -14,9 +14,18 @@ import pytest
 from extra200 import transport
 from extra200.charge import ChargeController
 from extra200.config import BatteryConfig, ChargeConfig, SerialConfig
-from extra200.crosscheck import JumpGuard, agreed, agreed_rows, row_key, table_contradiction
+from extra200.crosscheck import (
+    JumpGuard,
+    agreed,
+    agreed_rows,
+    confirmed_early,
+    record_key,
+    row_key,
+    table_contradiction,
+    with_rows_not_reached,
+)
 from extra200.derive import summarize_bank
-from extra200.model import CellRow, CellTable, PowerRow
+from extra200.model import CellRow, CellTable, PowerDetail, PowerRow
 from extra200.poller import BankReader
 
 URL = "pylonsim://us2000c-3?drift=0&console_baud=4000000"
@@ -218,3 +227,31 @@ def test_a_unit_that_leaves_between_pwr_and_its_cell_table_does_not_stop_cell_re
     bank = poller.read()
     assert bank.batteries[2].cells is not None
     assert max(c.voltage for c in bank.batteries[2].cells.cells) == 3.44
+
+
+def test_a_confirming_read_may_end_once_every_unit_that_matters_agrees() -> None:
+    units = [PowerRow(address=a, present=True, voltage=49.0 + a / 10.0) for a in (1, 2, 3)]
+    absent = [PowerRow(address=a, present=False) for a in range(4, 17)]
+    whole = units + absent
+    assert confirmed_early([whole], units, {1, 2, 3})
+    assert not confirmed_early([whole], units[:2], {1, 2, 3})  # unit 3 not in yet
+    assert not confirmed_early([whole], units, {1, 2, 3, 5})  # unit 5 was seen before: its row is waited for
+    damaged = [units[0], dataclasses.replace(units[1], voltage=59.2), units[2]]
+    assert not confirmed_early([whole], damaged, {1, 2, 3})
+    assert not confirmed_early([], units, {1, 2, 3})  # nothing to agree with
+    assert not confirmed_early([absent], [absent[0]], set())  # no unit present: the table is read whole
+    completed = with_rows_not_reached(units, whole)
+    assert completed == whole
+    confirmed, unconfirmed = agreed_rows([whole, completed])
+    assert unconfirmed == [] and sorted(confirmed) == list(range(1, 17))
+
+
+def test_the_consoles_running_clocks_do_not_keep_two_reads_from_agreeing() -> None:
+    """``Discharge Sec.`` counts on between two reads of ``pwr N``; a changed value still disagrees."""
+    detail = PowerDetail(address=1, voltage=49.774, extra={"Discharge Sec.": "1       s", "Heater": "OFF"})
+    ticked = dataclasses.replace(detail, extra={"Discharge Sec.": "2       s", "Heater": "OFF"})
+    assert agreed([detail, ticked], record_key) == ticked
+    assert agreed([detail, dataclasses.replace(ticked, voltage=59.774)], record_key) is None
+    assert (
+        agreed([detail, dataclasses.replace(ticked, extra={"Discharge Sec.": "2       s", "Heater": "ON"})], record_key) is None
+    )

@@ -484,3 +484,17 @@ def test_noise_glued_to_the_echo() -> None:
     data = NO_AT.replace(b"pylon>stat", b"pylon>\xfe\x00stat")
     assembler, _ = assemble("stat", [data])
     assert assembler.reply().lines[-1] == "CYCLE Times     :       41"
+
+
+def test_the_lines_so_far_are_offered_only_while_nothing_about_them_is_in_doubt() -> None:
+    clean = ReplyAssembler("pwr")
+    clean.feed(b"pwr\n\r@\r\r\nPower Volt\r\r\n1     49774\r\r\n2")
+    assert clean.lines_so_far() == ("Power Volt", "1     49774")  # unit 2's line has not ended yet
+    partial = clean.partial_reply()
+    assert partial.partial and not partial.ok and partial.text == "Power Volt\n1     49774"
+    noisy = ReplyAssembler("pwr")
+    noisy.feed(b"pwr\n\r@\r\r\nPower Volt\r\r\n1     49\xfe774\r\r\n2")
+    assert noisy.lines_so_far() is None  # line noise: only the whole reply, voted, counts
+    ended = ReplyAssembler("pwr")
+    ended.feed(b"pwr\n\r@\r\r\nPower Volt\r\r\n1     49774\r\n\rCommand completed successfully\r\n\r$")
+    assert ended.lines_so_far() is None  # its end is in: the whole reply is moments away

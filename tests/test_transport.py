@@ -569,3 +569,77 @@ def test_auto_baud_detects_again_after_the_console_restarts_at_another_baud(pty_
         console.wake()  # what the daemon does after failed polls
         assert console.baud == 38400
         assert console.command("pwr").ok
+
+
+# --- a reply returned before its end (command(enough=...)) -----------------------------
+
+
+def _slow_pwr(rest_sent: threading.Event, send_rest: bool = True) -> Callable[[FakeBattery, str], None]:
+    """The header and unit 1 at once, unit 2 and the end of the reply half a second later (or never).
+    (Unit 2's first byte comes with unit 1: a line counts once the byte after its line end is in.)"""
+
+    def reply(fake: FakeBattery, command: str) -> None:
+        fake.send(command.encode() + b"\n\r@\r\r\n" + PWR_ROWS[0] + b"\r\r\n" + PWR_ROWS[1] + b"\r\r\n" + PWR_ROWS[2][:1])
+        if not send_rest:
+            return
+        time.sleep(0.5)
+        fake.send(PWR_ROWS[2][1:] + b"\r\n\rCommand completed successfully\r\n\r$$\r\n\r" + fake.prompt)
+        rest_sent.set()
+
+    return reply
+
+
+def _has_unit_1(lines: "List[str]") -> bool:
+    return any(line.startswith("1 ") for line in lines)
+
+
+def test_a_reply_returned_early_is_read_to_its_end_before_the_next_command(battery: FakeBattery) -> None:
+    rest_sent = threading.Event()
+    battery.script["pwr"] = [_slow_pwr(rest_sent), pwr_reply]
+    seen: List[List[str]] = []
+    with console_for(battery) as console:
+        early = console.command("pwr", enough=lambda lines: seen.append(list(lines)) or _has_unit_1(lines))
+        returned_before_the_rest = not rest_sent.is_set()
+        after = console.command("pwr")
+    assert returned_before_the_rest
+    assert early.partial and not early.ok and early.error is None
+    assert early.lines == (PWR_ROWS[0].decode(), PWR_ROWS[1].decode())
+    # asked whenever more whole lines are in, never twice with the same lines
+    assert seen[-1] == [PWR_ROWS[0].decode(), PWR_ROWS[1].decode()]
+    assert [len(lines) for lines in seen] == sorted(set(len(lines) for lines in seen))
+    # the second command got its own reply, not the first one's rest
+    assert after.ok and not after.partial and after.lines == tuple(row.decode() for row in PWR_ROWS)
+    assert battery.commands == ["pwr", "pwr"]
+
+
+def test_finish_reads_the_rest_of_a_reply_returned_early(battery: FakeBattery) -> None:
+    rest_sent = threading.Event()
+    battery.script["pwr"] = [_slow_pwr(rest_sent)]
+    with console_for(battery) as console:
+        assert console.command("pwr", enough=_has_unit_1).partial
+        console.finish()
+        assert rest_sent.is_set()
+        port = console._port
+        assert port is not None and port.in_waiting == 0  # up to and including the prompt
+        console.finish()  # nothing left: no exchange, no wait
+        assert battery.commands == ["pwr"] and battery.line_ends == 0
+
+
+def test_a_rest_that_never_comes_costs_a_resync_not_the_next_command(
+    battery: FakeBattery, caplog: pytest.LogCaptureFixture
+) -> None:
+    battery.script["pwr"] = [_slow_pwr(threading.Event(), send_rest=False), pwr_reply]
+    with console_for(battery, command_timeout=0.8) as console:
+        assert console.command("pwr", enough=_has_unit_1).partial
+        with caplog.at_level(logging.DEBUG, logger="extra200.transport"):
+            after = console.command("pwr")
+    assert after.ok and after.lines == tuple(row.decode() for row in PWR_ROWS)
+    assert battery.line_ends >= 1  # resynchronised
+    assert any("the rest of 'pwr' did not arrive whole" in r.getMessage() for r in caplog.records)
+    assert not [record for record in caplog.records if record.levelno >= logging.WARNING]
+
+
+def test_a_reply_that_never_satisfies_enough_is_returned_whole(battery: FakeBattery) -> None:
+    with console_for(battery) as console:
+        reply = console.command("pwr", enough=lambda lines: False)
+    assert reply.ok and not reply.partial and reply.lines == tuple(row.decode() for row in PWR_ROWS)
