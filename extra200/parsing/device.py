@@ -45,6 +45,10 @@ def _device_block(text: str, command: str, colon: bool) -> Tuple[int, List[_Entr
     return address, _entries(lines, anchor + 1, command)
 
 
+# ---------------------------------------------------------------------------
+# info: identity and ratings
+
+
 def _specification(value: str) -> Tuple[float, float]:
     """``48V/50AH``, ``51.2V/100AH`` -> (48.0, 50.0): rated volts and ampere-hours."""
     volts, slash, amp_hours = value.strip().partition("/")
@@ -150,6 +154,10 @@ def parse_info(text: str) -> DeviceInfo:
             extra[key] = entry.printed
     _check_ratings(fields, rated_volts, what)
     return DeviceInfo(extra=extra, **fields)  # type: ignore[arg-type]
+
+
+# ---------------------------------------------------------------------------
+# stat: counters
 
 
 def _soh(token: str) -> float:

@@ -16,8 +16,6 @@ _ERROR_PREFIXES = (
     "Command completed unsuccessfully",
     "This version do not support",
 )
-
-
 _TOKEN = re.compile(r"\S+")
 
 
