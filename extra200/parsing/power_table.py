@@ -69,7 +69,7 @@ def _read_time(row: _Row) -> Tuple[object, ...]:
 
 
 def _read_pct_mah(row: _Row) -> Tuple[object, ...]:
-    """``89%  42586 mAH``: SoC and charge (bat variants B/C, Force ``CoulombAH``)."""
+    """Force ``CoulombAH``: ``89%  42586 mAH``, SoC and charge."""
     soc = _percent(row.take())
     charge = _amp_hours(row.take())
     row.take_unit("mAH")
