@@ -1,6 +1,6 @@
 """The battery bank as the rest of the program sees it: typed records in SI units.
 
-Parsers (``parsing.py``) turn console text into these records; everything
+Parsers (``parsing``) turn console text into these records; everything
 after them (derived values, charge limits, outputs) reads only these.
 
 Conventions, kept everywhere:
