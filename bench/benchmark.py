@@ -217,8 +217,14 @@ class Cycle:
     commands: List[str]
     console_bytes: int
     wire: float  # seconds the console's bytes take at the baud
-    end: float  # the last MQTT message of the cycle (or the last byte, when it published nothing)
+    end: float  # the later of the cycle's last MQTT message and the last byte its commands drew
     messages: int
+    bank_at: Optional[float] = None  # the cycle's bank message, when it published one
+
+    @property
+    def bank_latency(self) -> Optional[float]:
+        """From the poll's first command to its bank message: how old the published state is."""
+        return self.bank_at - self.start if self.bank_at is not None else None
 
     @property
     def wall(self) -> float:
@@ -253,14 +259,43 @@ class Run:
     exit_status: Optional[int] = None
 
 
-def split_cycles(wire: Wire, messages: Sequence[Tuple[float, str]], baud: int, cycle_command: str) -> List[Cycle]:
-    """Cut the exchange into poll cycles, each starting at ``cycle_command``; messages go to the cycle whose
-    replies produced them (a cycle cannot publish before its own first reply has fully arrived).  A poll reads
-    its first command twice (the second read confirms the first): here that is two cycles, the first of
-    which publishes nothing."""
+def poll_starts(
+    commands: Sequence[Tuple[float, str]], messages: Sequence[Tuple[float, str]], cycle_command: str, bank_topic: Optional[str]
+) -> List[float]:
+    """When each poll began.  A poll reads its first command (``pwr``) twice or more, until two reads
+    agree: a ``cycle_command`` starts a new poll only once the poll before it has published its bank
+    message (without a bank topic, as for another program, each ``cycle_command`` starts one)."""
+    banks = [t for t, topic in messages if topic == bank_topic] if bank_topic else []
+    starts: List[float] = []
+    for moment, command in commands:
+        if command != cycle_command:
+            continue
+        if not starts or not bank_topic or any(starts[-1] <= t < moment for t in banks):
+            starts.append(moment)
+    return starts
+
+
+def settle_until_steady(wire: Wire, cycle_command: Optional[str], quiet: float, limit: float = 180.0) -> None:
+    """Wait until no command but ``cycle_command`` has reached the console for ``quiet`` seconds
+    (None, another program: just ``quiet``)."""
+    started = time.monotonic()
+    while time.monotonic() < started + limit:
+        with wire.lock:
+            others = [t for t, c in wire.commands if cycle_command is None or c != cycle_command]
+        since = time.monotonic() - max(others + [started])
+        if since >= quiet:
+            return
+        time.sleep(min(quiet - since, 1.0))
+
+
+def split_cycles(
+    wire: Wire, messages: Sequence[Tuple[float, str]], baud: int, cycle_command: str, bank_topic: Optional[str] = None
+) -> List[Cycle]:
+    """Cut the exchange into poll cycles (``poll_starts``); messages go to the cycle whose replies produced
+    them (a cycle cannot publish before its own first reply has fully arrived)."""
     with wire.lock:
         commands, chunks = list(wire.commands), list(wire.chunks)
-    starts = [t for t, c in commands if c == cycle_command]
+    starts = poll_starts(commands, messages, cycle_command, bank_topic)
     cycles: List[Cycle] = []
     for index, start in enumerate(starts):
         following = starts[index + 1] if index + 1 < len(starts) else float("inf")
@@ -270,15 +305,17 @@ def split_cycles(wire: Wire, messages: Sequence[Tuple[float, str]], baud: int, c
         later = [c for c in chunks if c[0] >= following]
         # the next cycle's first reply: nothing it publishes can arrive before that
         boundary = min((c[1] for c in later if c[2] > 64), default=float("inf"))
-        sent = [t for t, _ in messages if start <= t < boundary]
+        sent = [(t, topic) for t, topic in messages if start <= t < boundary]
+        banks = [t for t, topic in sent if topic == bank_topic]
         cycles.append(
             Cycle(
                 start=start,
                 commands=[c for t, c in commands if start <= t < following],
                 console_bytes=sum(c[2] for c in mine),
                 wire=sum(c[2] for c in mine) * BITS_PER_BYTE / float(baud),
-                end=max(sent) if sent else max(c[1] for c in mine),
+                end=max([t for t, _ in sent] + [max(c[1] for c in mine)]),
                 messages=len(sent),
+                bank_at=banks[0] if banks else None,
             )
         )
     return cycles
@@ -371,9 +408,10 @@ def _measure(
         if bank_topic:
             bank = recorder.wait_for(lambda t, p: t == bank_topic, 600)
             run.first_bank = bank[0] - run.started if bank else None
-        # steady state: after the first (full) poll has published, one more cycle, then the window
-        settle = time.monotonic() + max(reading_freq, 1.0) * 2
-        time.sleep(max(0.0, settle - time.monotonic()))
+        # steady state: the first polls read every unit's details, identity and cells (at 19200 baud and 16
+        # units, for half a minute); the window starts once the console has heard nothing but the cycle
+        # command for two polls' time
+        settle_until_steady(wire, cycle_command if command is None else None, max(reading_freq, 3.0) * 2)
         window_start = time.monotonic()
         time.sleep(duration)
         window_end = time.monotonic()
@@ -394,12 +432,16 @@ def _measure(
     run.messages = len(messages)
     run.connections = broker_connections(broker, log_start, client_id)  # the recorder connected before log_start
     run.window = (window_start, window_end)
-    run.cycles = [c for c in split_cycles(wire, messages, baud, cycle_command) if window_start <= c.start and c.end <= window_end]
+    run.cycles = [
+        c
+        for c in split_cycles(wire, messages, baud, cycle_command, bank_topic)
+        if window_start <= c.start and c.end <= window_end
+    ]
     if run.cycles:
         first_start, last_end = run.cycles[0].start, run.cycles[-1].end
         run.cpu_window = sampler.cpu_at(last_end) - sampler.cpu_at(first_start)
     if idle:
-        all_cycles = split_cycles(wire, messages, baud, cycle_command)
+        all_cycles = split_cycles(wire, messages, baud, cycle_command, bank_topic)
         for before, after in zip(all_cycles, all_cycles[1:]):
             # from just after one cycle's last message to just before the next command
             begin, end = before.end + 0.1, after.start - 0.05
@@ -415,8 +457,9 @@ def _measure(
 
 
 def summary(run: Run) -> Dict[str, Any]:
-    steady = [c for c in run.cycles if c.commands == ["pwr"]] or run.cycles
+    steady = [c for c in run.cycles if set(c.commands) == {"pwr"}] or run.cycles
     walls = [c.wall for c in steady]
+    banks = [c.bank_latency for c in steady if c.bank_latency is not None]
     limits = [c.limit for c in steady]
     ratios = [c.wall / c.limit for c in steady if c.limit > 0]
     n = len(steady)
@@ -432,6 +475,7 @@ def summary(run: Run) -> Dict[str, Any]:
         "wall_ms": round(statistics.median(walls) * 1000, 1) if n else None,
         "wall_p95_ms": round(sorted(walls)[int(0.95 * (n - 1))] * 1000, 1) if n else None,
         "limit_ms": round(statistics.median(limits) * 1000, 1) if n else None,
+        "bank_ms": round(statistics.median(banks) * 1000, 1) if banks else None,
         "ratio": round(statistics.median(ratios), 3) if ratios else None,
         "ratio_max": round(max(ratios), 3) if ratios else None,
         "cpu_ms_per_cycle": round(run.cpu_window / len(run.cycles) * 1000, 1) if run.cycles else None,
@@ -457,6 +501,7 @@ COLUMNS = [
     ("wall_ms", "wall ms"),
     ("wall_p95_ms", "p95 ms"),
     ("limit_ms", "wire+lat ms"),
+    ("bank_ms", "bank msg ms"),
     ("ratio", "ratio"),
     ("ratio_max", "max ratio"),
     ("cpu_ms_per_cycle", "CPU ms/cycle"),
@@ -498,8 +543,9 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     parser.add_argument(
         "--reading-freq",
         type=float,
-        default=0.5,
-        help="serial.reading_freq of the daemon: small, so polls run back to back (default 0.5)",
+        default=1.2,
+        help="serial.reading_freq of the daemon (default 1.2): polls as close as they can be while each still publishes "
+        "its bank message (a Victron topic carries at most one a second), by which the polls are told apart",
     )
     parser.add_argument(
         "--idle-freq", type=float, default=5.0, help="serial.reading_freq of the idle run (the shipped default, 5 s)"
