@@ -236,7 +236,7 @@ class Cycle:
 
     @property
     def kind(self) -> str:
-        return " + ".join(sorted(set(c.split()[0] + (" N" if " " in c else "") for c in self.commands)))
+        return " + ".join(sorted(set(_family(c) for c in self.commands)))
 
 
 @dataclass
@@ -275,13 +275,25 @@ def poll_starts(
     return starts
 
 
+def _family(command: str) -> str:
+    """``bat 3`` -> ``bat N``."""
+    return command.split()[0] + (" N" if " " in command.strip() else "")
+
+
+def steady_families(cycle_command: str) -> Tuple[str, ...]:
+    """The commands of a steady poll: the ``pwr`` table; without it (the cycle command is ``pwr 1``),
+    ``pwr N`` and ``bat N`` for every unit, every poll (the cells are the only source of cell extremes)."""
+    return ("pwr N", "bat N") if " " in cycle_command else (cycle_command,)
+
+
 def settle_until_steady(wire: Wire, cycle_command: Optional[str], quiet: float, limit: float = 180.0) -> None:
-    """Wait until no command but ``cycle_command`` has reached the console for ``quiet`` seconds
+    """Wait until the console has heard nothing but a steady poll's commands for ``quiet`` seconds
     (None, another program: just ``quiet``)."""
+    steady = steady_families(cycle_command) if cycle_command else ()
     started = time.monotonic()
     while time.monotonic() < started + limit:
         with wire.lock:
-            others = [t for t, c in wire.commands if cycle_command is None or c != cycle_command]
+            others = [t for t, c in wire.commands if _family(c) not in steady]
         since = time.monotonic() - max(others + [started])
         if since >= quiet:
             return

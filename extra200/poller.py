@@ -117,11 +117,17 @@ class _TableStream:
         self._needed = needed
 
     def enough(self, lines: Sequence[str]) -> bool:
+        if not self._reached_last_needed(lines[-1]):
+            return False  # parse only once the rows that matter are in (not once per arriving row)
         try:
             rows = parse_power_table("\n".join(lines), complete=False)
         except ParseError:
             return False  # not yet (or a damaged line: then the whole table is read, and voted as usual)
         return confirmed_early(self._earlier, rows, self._needed)
+
+    def _reached_last_needed(self, line: str) -> bool:
+        first = line.split(None, 1)[0] if line.strip() else ""
+        return first.isdigit() and bool(self._needed) and int(first) >= max(self._needed)
 
     def parse(self, text: str) -> List[PowerRow]:
         """The rows that arrived, followed by the last whole read's rows of the (absent) units not reached."""
