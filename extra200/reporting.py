@@ -49,9 +49,6 @@ class Episodes:
             self._open.discard(key)
             return True
 
-    def __contains__(self, key: object) -> bool:
-        return key in self._open
-
     def keys(self) -> List[Hashable]:
         """The open episodes' keys (a copy: the caller may close them while going through it)."""
         with self._lock:
