@@ -192,7 +192,9 @@ class StatusFile:
         try:
             write_status(self.path, document)
         except (OSError, ValueError) as exc:
-            self._failing.fault("write", logging.ERROR, "cannot write the status file %s: %s (retrying every poll)", self.path, exc)
+            self._failing.fault(
+                "write", logging.ERROR, "cannot write the status file %s: %s (retrying every poll)", self.path, exc
+            )
             return False
         self._failing.recovered("write", "status file %s written again", self.path)
         return True

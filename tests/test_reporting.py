@@ -108,7 +108,8 @@ def test_the_record_names_the_callers_line(episodes, caplog):
     with caplog.at_level(logging.DEBUG, logger=LOGGER):
         episodes.fault("x", logging.WARNING, "fault")
         episodes.recovered("x", "recovered")
-    assert [(r.filename, r.funcName) for r in caplog.records] == [("test_reporting.py", "test_the_record_names_the_callers_line")] * 2
+    caller = ("test_reporting.py", "test_the_record_names_the_callers_line")
+    assert [(r.filename, r.funcName) for r in caplog.records] == [caller] * 2
 
 
 def test_a_level_below_the_loggers_still_opens_the_episode(episodes, caplog):
