@@ -32,7 +32,7 @@ import tempfile
 import threading
 import time
 from dataclasses import dataclass
-from typing import Any, Callable, Dict, List, Optional, Set
+from typing import Any, Callable, Dict, List, Optional
 
 from .baudmemory import remember_baud, remembered_baud
 from .charge import ChargeController, ChargeLimits, ChargeStateFile
@@ -48,6 +48,7 @@ from .supervision import notify_status
 from .model import Bank
 from .mqtt import MqttLink
 from .poller import BankReader, PollFailed
+from .reporting import Episodes
 from .transport import Console, ConsoleError, PortUnavailable
 from .victron import VictronPublisher, bank_payload, unit_payload
 
@@ -127,17 +128,16 @@ class Daemon:
         self._diagnostics_sent: Optional[float] = None
         self.last_limits: Optional[ChargeLimits] = None
         self._stale_lock = threading.Lock()
-        self._failed_outputs: Set[str] = set()
+        self._failed_outputs = Episodes(logger)  # outputs that raised, by name, until one works again
         self.last_good: Optional[float] = None
         self.stale = True
         self.polls_ok = 0
         self.polls_failed = 0
         self._failures_in_row = 0
         self._open_delay = 0.0
-        self._open_logged = False
+        self._faults = Episodes(logger)  # "console" (cannot open or wake it), "high voltage" (once per run)
         self.last_error = ""
         self.once_complete = False
-        self._high_voltage_logged = False
 
     # -- set-up --------------------------------------------------------------
     def start_outputs(self) -> None:
@@ -224,12 +224,9 @@ class Daemon:
             self.console.close()
             self._note_open_failure(str(exc))
             return False
-        if self._open_logged:
-            logger.info("serial console %s is usable again", self.port)
-        else:
+        if not self._faults.recovered("console", "serial console %s is usable again", self.port):
             logger.info("serial console %s open at %d baud", self.port, self.console.baud)
         self._keep_baud()
-        self._open_logged = False
         self._open_delay = 0.0
         return True
 
@@ -254,9 +251,7 @@ class Daemon:
 
     def _note_open_failure(self, message: str) -> None:
         self.last_error = message
-        if not self._open_logged:
-            logger.error("%s (retrying with a growing delay, at most a minute)", message)
-            self._open_logged = True
+        self._faults.fault("console", logging.ERROR, "%s (retrying with a growing delay, at most a minute)", message)
         self._open_delay = min(max(self._open_delay * 2, self.config.serial.reading_freq), 60.0)
 
     # -- one poll ------------------------------------------------------------
@@ -311,9 +306,7 @@ class Daemon:
             "battery %d is a high-voltage stack (%s V, %s cells), not a 48 V bank: not supported, "
             "nothing is published" % (unit.address, unit.row.voltage if unit.row else "?", unit.cell_count or "?")
         )
-        if not self._high_voltage_logged:
-            logger.error("%s", self.last_error)
-            self._high_voltage_logged = True
+        self._faults.fault("high voltage", logging.ERROR, "%s", self.last_error)
         return True
 
     def _rewake(self) -> None:
@@ -439,13 +432,9 @@ class Daemon:
         try:
             result = action(*args)
         except Exception:
-            if name not in self._failed_outputs:
-                logger.exception("%s output failed; the other outputs go on", name)
-                self._failed_outputs.add(name)
+            self._failed_outputs.fault(name, logging.ERROR, "%s output failed; the other outputs go on", name, exc_info=True)
             return None
-        if name in self._failed_outputs:
-            logger.info("%s output works again", name)
-            self._failed_outputs.discard(name)
+        self._failed_outputs.recovered(name, "%s output works again", name)
         return result
 
     def diagnostics(self, now: float) -> Dict[str, Any]:

@@ -38,6 +38,7 @@ from typing import Any, Dict, Mapping, Optional, Tuple
 from .derive import BankSummary
 from .files import read_json, write_json_atomic
 from .model import Bank
+from .reporting import Episodes
 
 logger = logging.getLogger(__name__)
 
@@ -181,7 +182,7 @@ class EnergyCounters:
         self._keys: Dict[int, str] = {}  # address -> counter key of the latest update
         self._lock = threading.Lock()
         self._dirty = False
-        self._failing = False
+        self._failing = Episodes(logger)  # "save", until a save works
         self._last_save: Optional[float] = None
 
     # -- persistence ---------------------------------------------------------
@@ -222,13 +223,15 @@ class EnergyCounters:
             try:
                 write_json_atomic(self.path, data)
             except OSError as exc:
-                if not self._failing:
-                    logger.warning("energy counters: cannot write %s (%s); keeping them in memory and retrying", self.path, exc)
-                    self._failing = True
+                self._failing.fault(
+                    "save",
+                    logging.WARNING,
+                    "energy counters: cannot write %s (%s); keeping them in memory and retrying",
+                    self.path,
+                    exc,
+                )
                 return False
-            if self._failing:
-                logger.info("energy counters: %s written again", self.path)
-                self._failing = False
+            self._failing.recovered("save", "energy counters: %s written again", self.path)
             self._dirty = False
             return True
 

@@ -31,6 +31,7 @@ from paho.mqtt.packettypes import PacketTypes
 from paho.mqtt.properties import Properties
 
 from .config import MqttConfig
+from .reporting import Episodes
 
 logger = logging.getLogger(__name__)
 
@@ -97,7 +98,7 @@ class MqttLink:
         self._lock = threading.Lock()
         self._handlers: Dict[str, List[MessageHandler]] = {}
         self._connect_hooks: List[Callable[[], None]] = []
-        self._down_logged = False
+        self._down = Episodes(logger)  # "broker": refused, lost or unreachable, until connected
         self._available = False  # "online" only while the daemon has fresh data
         self.connections = 0  # successful connects, for diagnostics and the benchmark
         self.messages_sent = 0
@@ -260,8 +261,9 @@ class MqttLink:
             return info.is_published()
         return True
 
-    def _report(self, message: str, *args: Any) -> None:
-        (logger.warning if self._with_availability else logger.debug)(message, *args)
+    def _report_down(self, message: str, *args: Any) -> None:
+        """The broker is not there: once per outage, at WARNING for the main link (the Victron link's at DEBUG)."""
+        self._down.fault("broker", logging.WARNING if self._with_availability else logging.DEBUG, message, *args)
 
     # paho callbacks: signatures differ between 1.6 and 2.x, hence *args.
     def _on_connect(self, client: "paho.Client", userdata: Any, flags: Any, reason: Any, *rest: Any) -> None:
@@ -277,15 +279,13 @@ class MqttLink:
             threading.Thread(target=self._relaunch, name="mqtt-fallback", daemon=True).start()
             return
         if code != 0:
-            if not self._down_logged:
-                self._report("MQTT: %s refused the connection: %s", self.broker, _describe(reason, code))
-                self._down_logged = True
+            self._report_down("MQTT: %s refused the connection: %s", self.broker, _describe(reason, code))
             return
         self.connections += 1
         self._connected.set()
-        if (self._down_logged or self.connections == 1) and self._with_availability:
+        was_down = self._down.forget("broker")
+        if (was_down or self.connections == 1) and self._with_availability:
             logger.info("MQTT: connected to %s", self.broker)
-        self._down_logged = False
         if self._will is not None and self._applied_will is self._will and not self._will_announced:
             (logger.info if self.connections <= 2 else logger.debug)("MQTT: last will in place on %s", self._will[0])
             self._will_announced = True
@@ -309,16 +309,13 @@ class MqttLink:
         # paho 1.6: (rc) or, MQTT 5, (reason_code, properties); 2.x: (flags, reason_code, properties)
         reason = args[1] if _PAHO2 and len(args) >= 2 else (args[0] if args else None)
         code = _reason_value(reason)
-        if code != 0 and was_connected and not self._down_logged:
-            self._report(
+        if code != 0 and was_connected:
+            self._report_down(
                 "MQTT: lost the connection to %s (%s); reconnecting in the background", self.broker, _describe(reason, code)
             )
-            self._down_logged = True
 
     def _on_connect_fail(self, client: "paho.Client", userdata: Any) -> None:
-        if not self._down_logged:
-            self._report("MQTT: cannot reach %s; retrying in the background", self.broker)
-            self._down_logged = True
+        self._report_down("MQTT: cannot reach %s; retrying in the background", self.broker)
 
     def _on_message(self, client: "paho.Client", userdata: Any, message: Any) -> None:
         with self._lock:

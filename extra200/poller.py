@@ -57,6 +57,7 @@ from .parsing import (
     parse_power_table,
     parse_stats,
 )
+from .reporting import Episodes
 from .transport import Console, ConsoleError, ConsoleInterrupted, ConsoleTimeout, PortLost
 
 logger = logging.getLogger(__name__)
@@ -158,9 +159,9 @@ class BankReader:
         self.batteries: Dict[int, Battery] = {}
         self.rejected: Set[str] = set()  # command families this firmware refuses
         self._answered: Set[str] = set()  # command families that have answered at least once
-        self._failed_logged: Set[str] = set()
-        self._doubt_logged: Set[str] = set()
-        self._missing_logged: Set[int] = set()
+        self._failures = Episodes(logger)  # commands that gave no confirmed reply, until one answers
+        self._doubts = Episodes(logger)  # commands whose reads disagreed (or whose unit left), until they agree
+        self._absent = Episodes(logger)  # battery addresses missing from the pwr table
         self._seen: Set[int] = set()  # units present in any poll since start
         self._present: List[int] = []
         self._jumps = JumpGuard()
@@ -240,32 +241,27 @@ class BankReader:
         if result is not None:  # partly confirmed (pwr rows): the unconfirmed units are unknown
             self._doubt(command, "reads disagreed; unconfirmed values are left unknown this poll")
             return result
-        if command not in self._failed_logged:
-            reason = failures[-1] if failures else "%d reads that disagree" % len(reads)
-            logger.warning("'%s' gave no confirmed reply, dropped: %s", command, reason)
-            self._failed_logged.add(command)
+        reason = failures[-1] if failures else "%d reads that disagree" % len(reads)
+        self._failures.fault(command, logging.WARNING, "'%s' gave no confirmed reply, dropped: %s", command, reason)
         return None
 
     def _answers_again(self, command: str) -> None:
-        if command in self._failed_logged:
-            logger.info("'%s' answers again", command)
-            self._failed_logged.discard(command)
-        self._doubt_logged.discard(command)
+        self._failures.recovered(command, "'%s' answers again", command)
+        self._doubts.forget(command)
 
     def _doubt(self, command: str, message: str, logged: bool = True) -> None:
         if not logged:
             logger.debug("'%s': %s", command, message)
-        elif command not in self._doubt_logged:
-            logger.warning("'%s': %s (line noise?)", command, message)
-            self._doubt_logged.add(command)
+        else:
+            self._doubts.fault(command, logging.WARNING, "'%s': %s (line noise?)", command, message)
 
     def _rejected(self, command: str, reply: Reply) -> None:
         family = _family(command)
         if family in self._answered:
             # The firmware knows the command: the unit left between the pwr table and this command.
-            if command not in self._doubt_logged:
-                logger.info("'%s' answered '%s': the unit is not there now; asked again later", command, reply.error)
-                self._doubt_logged.add(command)
+            self._doubts.fault(
+                command, logging.INFO, "'%s' answered '%s': the unit is not there now; asked again later", command, reply.error
+            )
             return
         logger.info("the console rejects '%s' (%s); not asking '%s' again", command, reply.error, family)
         self.rejected.add(family)
@@ -382,7 +378,7 @@ class BankReader:
             row = _row_with_cell_extremes(row, battery.cells)  # pwr N only: the extremes come from the cells
         why = table_contradiction(row, battery.cells)
         if why is None:
-            self._doubt_logged.discard("bat %d" % battery.address)
+            self._doubts.forget("bat %d" % battery.address)
             return dataclasses.replace(battery, row=row)
         self._doubt(
             "bat %d" % battery.address,
@@ -537,13 +533,10 @@ class BankReader:
     def _log_missing(self, missing: Tuple[int, ...]) -> None:
         kind = "configured" if self._expected else "previously seen"
         for address in missing:
-            if address not in self._missing_logged:
-                logger.error("%s battery %d is absent from the console's pwr table", kind, address)
-                self._missing_logged.add(address)
-        for address in list(self._missing_logged):
+            self._absent.fault(address, logging.ERROR, "%s battery %d is absent from the console's pwr table", kind, address)
+        for address in self._absent.keys():
             if address not in missing:
-                logger.info("%s battery %d is present again", kind, address)
-                self._missing_logged.discard(address)
+                self._absent.recovered(address, "%s battery %d is present again", kind, address)
 
 
 def _own(record: T, address: int, command: str) -> T:

@@ -23,6 +23,7 @@ from . import __version__
 from .derive import BankSummary, Extreme, UnitSummary
 from .files import write_text_atomic
 from .model import Bank, Battery
+from .reporting import Episodes
 from .stats import cell_statistics, cell_values, statistics_wanted
 
 logger = logging.getLogger(__name__)
@@ -169,7 +170,7 @@ class StatusFile:
 
     def __init__(self, path: str) -> None:
         self.path = path
-        self._failing = False
+        self._failing = Episodes(logger)  # "write", until a write works
         self._remove_leftovers()
 
     def _remove_leftovers(self) -> None:
@@ -191,11 +192,9 @@ class StatusFile:
         try:
             write_status(self.path, document)
         except (OSError, ValueError) as exc:
-            if not self._failing:
-                self._failing = True
-                logger.error("cannot write the status file %s: %s (retrying every poll)", self.path, exc)
+            self._failing.fault(
+                "write", logging.ERROR, "cannot write the status file %s: %s (retrying every poll)", self.path, exc
+            )
             return False
-        if self._failing:
-            self._failing = False
-            logger.info("status file %s written again", self.path)
+        self._failing.recovered("write", "status file %s written again", self.path)
         return True

@@ -39,6 +39,7 @@ from typing import Any, Callable, Dict, Iterator, Mapping, Optional, Protocol, S
 
 from .derive import BankSummary, Extreme, UnitSummary, time_to_empty
 from .energy import EnergySnapshot, EnergyTotals
+from .reporting import Episodes
 
 logger = logging.getLogger(__name__)
 
@@ -353,7 +354,7 @@ class VictronPublisher:
         self._known: Dict[str, Set[Tuple[str, ...]]] = {}
         self._will: Optional[Payload] = None
         self._will_time: Optional[float] = None
-        self._missing_logged = False
+        self._unpublishable = Episodes(logger)  # "bank": voltage, power or SoC unknown, until a payload is built
 
     @property
     def bank_topic(self) -> str:
@@ -384,11 +385,11 @@ class VictronPublisher:
             sent = 0
             bank = bank_payload(summary, limits, cells_per_battery, units_offline, energy.bank if energy is not None else None)
             if bank is None:
-                if not self._missing_logged:
-                    logger.warning("Victron: bank voltage, power or SoC unknown; not publishing %s", self.bank_topic)
-                    self._missing_logged = True
+                self._unpublishable.fault(
+                    "bank", logging.WARNING, "Victron: bank voltage, power or SoC unknown; not publishing %s", self.bank_topic
+                )
             else:
-                self._missing_logged = False
+                self._unpublishable.forget("bank")
                 if self._send(self.bank_topic, bank, now):
                     sent += 1
                     self._remember(self.bank_topic, bank)

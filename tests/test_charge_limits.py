@@ -1354,3 +1354,25 @@ def test_limits_rise_at_once_when_the_first_complete_data_arrives() -> None:
     # a real reduction afterwards is held as before
     assert poll(ctl, pair(cells_of(3.30, high=3.50)), 2 * DT).charge_current < 50.0
     assert poll(ctl, pair(cells_of(3.30)), 3 * DT).charge_current < 50.0
+
+
+def test_a_charge_state_that_cannot_be_written_is_logged_once_and_its_recovery_once(tmp_path: Any, caplog: Any) -> None:
+    from extra200.charge import ChargeStateFile
+
+    state = tmp_path / "state"
+    state.write_text("a file where the state directory should be")
+    ctl = controller()
+    poll(ctl, pair(cells_of(3.30)), 0.0)
+    store = ChargeStateFile(str(state))
+    with caplog.at_level(logging.INFO, logger="extra200.charge_state"):
+        assert not store.save(ctl, 1000.0)
+        assert not store.save(ctl, 1001.0)
+        state.unlink()
+        state.mkdir()
+        assert store.save(ctl, 1002.0)
+        assert store.save(ctl, 1003.0)
+    lines = [(r.levelname, r.getMessage()) for r in caplog.records if r.name == "extra200.charge_state"]
+    path = str(state / "charge_state.json")
+    assert [level for level, _ in lines] == ["WARNING", "INFO"]
+    assert lines[0][1].startswith("charge state: cannot write %s (" % path) and lines[0][1].endswith("); retrying")
+    assert lines[1][1] == "charge state: %s written again" % path

@@ -6,6 +6,7 @@ or a faulty BMS would, framing intact, so only the cross-checks can tell.
 """
 
 import dataclasses
+import logging
 import re
 from typing import Any, Callable, Iterator, List, Tuple
 
@@ -227,6 +228,22 @@ def test_a_unit_that_leaves_between_pwr_and_its_cell_table_does_not_stop_cell_re
     bank = poller.read()
     assert bank.batteries[2].cells is not None
     assert max(c.voltage for c in bank.batteries[2].cells.cells) == 3.44
+
+
+def test_a_unit_that_left_is_reported_once_until_it_answers_again(reader: Tuple[BankReader, Any], caplog: Any) -> None:
+    """Its refused ``bat N`` is one INFO line while it stays away, and one more once it came back and left again."""
+    poller, shell = reader
+    with caplog.at_level(logging.INFO, logger="extra200.poller"):
+        shell.bank.set_absent(3)
+        poller._read_cells_of(3)
+        poller._read_cells_of(3)
+        shell.bank.set_present(3)
+        poller._read_cells_of(3)  # answers: the episode ends (silently)
+        shell.bank.set_absent(3)
+        poller._read_cells_of(3)
+    left = [r for r in caplog.records if "the unit is not there now" in r.getMessage()]
+    assert [r.levelname for r in left] == ["INFO", "INFO"]
+    assert all(re.fullmatch(r"'bat 3' answered '.+': the unit is not there now; asked again later", r.getMessage()) for r in left)
 
 
 def test_a_confirming_read_may_end_once_every_unit_that_matters_agrees() -> None:

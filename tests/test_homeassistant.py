@@ -1776,3 +1776,29 @@ def test_in_process_a_resend_never_revives_states_older_than_expire_after(tmp_pa
     sent = world.take()
     assert len(topics(sent, "/config")) == 2 and topics(sent, "/state") == []
     publisher.close()
+
+
+def test_a_record_that_cannot_be_written_is_reported_once_per_failure(tmp_path, caplog):
+    """One warning while the record cannot be written, none once it can, one again when it fails anew."""
+    import logging
+
+    from extra200.homeassistant.record import RecordFile
+
+    state = tmp_path / "state"
+    state.write_text("a file where the state directory should be")
+    record = RecordFile(str(state), clock=lambda: 1000.0)
+    with caplog.at_level(logging.INFO, logger="extra200.homeassistant"):
+        record.save({}, "bank", force=True)
+        record.save({}, "bank", force=True)
+        state.unlink()
+        state.mkdir()
+        record.save({}, "bank", force=True)
+        assert (state / "homeassistant.json").exists()
+        (state / "homeassistant.json").unlink()
+        state.rmdir()
+        state.write_text("a file again")
+        record.save({}, "bank", force=True)
+    lines = [(r.levelname, r.getMessage()) for r in caplog.records if r.name == "extra200.homeassistant"]
+    expected = "Home Assistant: cannot write %s (" % (state / "homeassistant.json")
+    assert [level for level, _ in lines] == ["WARNING", "WARNING"], lines
+    assert all(m.startswith(expected) and m.endswith("); a restart may not clear removed batteries") for _, m in lines)

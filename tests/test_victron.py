@@ -1,6 +1,7 @@
 """Bank figures and the dbus-mqtt-battery payloads built from them."""
 
 import json
+import logging
 
 import pytest
 
@@ -295,3 +296,16 @@ def test_info_specification_gives_capacity_when_pwr_detail_is_missing():
     battery.info = DeviceInfo(address=1, nominal_capacity=74.0)
     summary = summarize_bank(Bank(batteries={1: battery}))
     assert summary.capacity == 74.0 and summary.remaining == 37.0
+
+
+def test_a_bank_that_cannot_be_published_is_logged_once_per_episode(caplog):
+    publisher = VictronPublisher(lambda t, p, w: True, "base", per_battery=False)
+    unknown = _bank()
+    unknown.batteries[2].row = PowerRow(address=2, present=True, voltage=49.6, current=None, soc=40.0)
+    with caplog.at_level(logging.INFO, logger="extra200.victron"):
+        publisher.update(summarize_bank(unknown), FixedLimits(), 0, 15, now=10.0)
+        publisher.update(summarize_bank(unknown), FixedLimits(), 0, 15, now=12.0)
+        assert publisher.update(summarize_bank(_bank()), FixedLimits(), 0, 15, now=14.0) == 1  # published: the episode ends
+        publisher.update(summarize_bank(unknown), FixedLimits(), 0, 15, now=16.0)
+    lines = [(r.levelname, r.getMessage()) for r in caplog.records if r.name == "extra200.victron"]
+    assert lines == [("WARNING", "Victron: bank voltage, power or SoC unknown; not publishing base/pylon")] * 2

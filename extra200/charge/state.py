@@ -18,6 +18,7 @@ import time
 from typing import Optional, Tuple
 
 from ..files import read_json, write_json_atomic
+from ..reporting import Episodes
 from .controller import ChargeController
 
 # The name the log lines carried before charge control became a package: the log format prints it.
@@ -34,7 +35,7 @@ class ChargeStateFile:
         self._saved_at: Optional[float] = None
         self._saved_phase: Optional[str] = None
         self._saved_stops: Optional[Tuple[bool, bool]] = None
-        self._failing = False
+        self._failing = Episodes(logger)  # "save", until a save works
 
     def load(self, controller: ChargeController, now: Optional[float] = None) -> bool:
         """Hand the saved state to ``controller``; True when it resumes (False: none, old or unreadable)."""
@@ -55,13 +56,9 @@ class ChargeStateFile:
         try:
             write_json_atomic(self.path, {"saved_at": wall, "controller": controller.state()})
         except OSError as exc:
-            if not self._failing:
-                logger.warning("charge state: cannot write %s (%s); retrying", self.path, exc)
-                self._failing = True
+            self._failing.fault("save", logging.WARNING, "charge state: cannot write %s (%s); retrying", self.path, exc)
             return False
-        if self._failing:
-            logger.info("charge state: %s written again", self.path)
-            self._failing = False
+        self._failing.recovered("save", "charge state: %s written again", self.path)
         self._saved_at = wall
         self._saved_phase = controller.phase
         self._saved_stops = controller.stops

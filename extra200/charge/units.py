@@ -7,11 +7,13 @@ many cells each unit has in series, as the console reports them.
 """
 
 import dataclasses
+import logging
 from dataclasses import dataclass
 from typing import Any, Dict, List, Mapping, Optional, Sequence, Set, Tuple
 
 from ..derive import Extreme, UnitSummary
 from ..model import Battery, CellRow, PowerDetail, PowerRow
+from ..reporting import Episodes
 from .common import CELL_COUNTS, CELL_TABLE_MAX_AGE, logger, plural
 from .signals import FULL_EVENT, VOLTAGE_COLUMNS, StatusWord, cell_status_words, protection, row_status_words
 
@@ -330,7 +332,7 @@ class CellCounts:
     def __init__(self, configured: Optional[int]) -> None:
         self._configured = configured
         self._seen: Dict[int, Set[int]] = {}  # address -> counts reported
-        self._disagreement_noted = False
+        self._noted = Episodes(logger)  # "disagreement": logged once per run
 
     def update(self, units: Sequence[Unit]) -> Series:
         for u in units:
@@ -361,10 +363,11 @@ class CellCounts:
                     self._seen.setdefault(int(address), set()).update(known)
 
     def _note_disagreement(self, reported: Set[int]) -> None:
-        if self._disagreement_noted or not reported or reported == {self._configured}:
+        if not reported or reported == {self._configured}:
             return
-        self._disagreement_noted = True
-        logger.warning(
+        self._noted.fault(
+            "disagreement",
+            logging.WARNING,
             "battery.num_cells is %d but the console reports %s cells: charge voltages count %d cells "
             "(the lower), BatteryLowVoltage %d; set battery.num_cells: auto to follow the console",
             self._configured,

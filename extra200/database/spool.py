@@ -18,6 +18,8 @@ import threading
 from dataclasses import dataclass
 from typing import Any, Dict, List, Optional, Tuple
 
+from ..reporting import Episodes
+
 logger = logging.getLogger(__package__)  # "extra200.database", the name in the log lines before the split
 
 
@@ -57,7 +59,7 @@ class Spool:
         self.pending = 0  # polls not yet committed
         self.dropped = 0  # polls dropped because the spool was full
         self.discarded = 0  # unreadable lines skipped
-        self._full_logged = False
+        self._full = Episodes(logger)  # "full": polls dropped, until every waiting poll is written
 
     # --- opening
 
@@ -196,9 +198,10 @@ class Spool:
             self._delete_segment(oldest)
             self.pending -= lost
             self.dropped += lost
-            if lost and not self._full_logged:
-                self._full_logged = True
-                logger.warning(
+            if lost:
+                self._full.fault(
+                    "full",
+                    logging.WARNING,
                     "database spool %s is full (%.1f MB): dropping the oldest waiting polls, %d now "
                     "(logged once per outage; the total is logged when the database is back)",
                     self.directory,
@@ -269,7 +272,7 @@ class Spool:
             self.pending -= 1
             self._set_cursor(position)
             if self.pending == 0:
-                self._full_logged = False
+                self._full.forget("full")
 
     def _set_cursor(self, position: Position) -> None:
         self._cursor = position

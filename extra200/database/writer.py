@@ -20,6 +20,7 @@ from typing import Any, Dict, List, Optional, Sequence, Tuple
 
 from ..derive import BankSummary
 from ..model import Bank, Battery
+from ..reporting import Episodes
 from .rows import poll_entry, recorded_units
 from .schema import TABLES_BY_NAME, ensure_schema, quoted_names
 from .spool import Spool, SpoolBusy
@@ -67,9 +68,9 @@ class DatabaseRecorder:
         self._columns: Dict[str, List[str]] = {}
         self._last_cells: Dict[int, Tuple[Optional[float], Any]] = {}
         self._open = False
-        self._record_failing = False
         self._outage_since: Optional[float] = None
-        self._outage_logged = False
+        # "record" (a poll cannot be spooled, from the polling loop), "outage" (from the writer thread)
+        self._faults = Episodes(logger)
         self.written = 0  # polls committed since start
         self.rejected = 0  # polls the database refused (kept in rejected.jsonl)
 
@@ -94,18 +95,16 @@ class DatabaseRecorder:
         try:
             self.spool.append(self._entry(bank, summary, poll_time, events))
         except Exception as exc:  # noqa: BLE001 - whatever goes wrong here, polling goes on
-            if not self._record_failing:
-                self._record_failing = True
-                logger.error(
-                    "database spool %s: cannot store a poll: %s (polls are lost until it works)",
-                    self.spool.directory,
-                    exc,
-                    exc_info=not isinstance(exc, OSError),
-                )
+            self._faults.fault(
+                "record",
+                logging.ERROR,
+                "database spool %s: cannot store a poll: %s (polls are lost until it works)",
+                self.spool.directory,
+                exc,
+                exc_info=not isinstance(exc, OSError),
+            )
             return False
-        if self._record_failing:
-            self._record_failing = False
-            logger.info("database spool %s: storing polls again", self.spool.directory)
+        self._faults.recovered("record", "database spool %s: storing polls again", self.spool.directory)
         self._wake.set()
         return True
 
@@ -209,17 +208,19 @@ class DatabaseRecorder:
 
     def _recovered(self) -> None:
         """The first commit after an outage: logged once."""
-        if self._outage_logged and self._outage_since is not None:
-            logger.warning(
+        since = self._outage_since
+        self._outage_since = None
+        if since is not None:
+            self._faults.recovered(
+                "outage",
                 "database %s:%d writable again after %.0f s; %d polls still waiting, %d dropped since the start",
                 self.config.host,
                 self.config.port,
-                time.monotonic() - self._outage_since,
+                time.monotonic() - since,
                 self.spool.pending,
                 self.spool.dropped,
+                level=logging.WARNING,
             )
-        self._outage_since = None
-        self._outage_logged = False
 
     def _use_database(self, connection: Any) -> None:
         import pymysql
@@ -241,15 +242,15 @@ class DatabaseRecorder:
         """A connection problem: logged once per outage."""
         if self._outage_since is None:
             self._outage_since = time.monotonic()
-        if not self._outage_logged:
-            self._outage_logged = True
-            logger.warning(
-                "database %s:%d unavailable (%s); polls wait in %s",
-                self.config.host,
-                self.config.port,
-                _describe(exc),
-                self.spool.directory,
-            )
+        self._faults.fault(
+            "outage",
+            logging.WARNING,
+            "database %s:%d unavailable (%s); polls wait in %s",
+            self.config.host,
+            self.config.port,
+            _describe(exc),
+            self.spool.directory,
+        )
 
     def _write_entry(self, entry: Dict[str, Any]) -> bool:
         """Write one poll in one transaction; True when it is committed (or rejected for good)."""

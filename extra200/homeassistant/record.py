@@ -13,6 +13,7 @@ from dataclasses import dataclass, field
 from typing import Any, Callable, Dict, List, Optional, Tuple
 
 from ..files import read_json, write_json_atomic
+from ..reporting import Episodes
 from .entities import PLATFORMS
 
 # The publisher's log lines, under the name they have always had.
@@ -86,7 +87,7 @@ class RecordFile:
         self.dirty = False  # something to write at the next save
         self._clock = clock
         self._saved_at: Optional[float] = None
-        self._failing = False
+        self._failing = Episodes(logger)  # "save", until a save works
 
     def load(self) -> Optional[Tuple[Dict[str, Announced], str]]:
         """The devices announced earlier and the bank id they were announced under ("" when unknown);
@@ -121,11 +122,15 @@ class RecordFile:
         try:
             write_json_atomic(self.path, data)
         except OSError as exc:
-            if not self._failing:
-                logger.warning("Home Assistant: cannot write %s (%s); a restart may not clear removed batteries", self.path, exc)
-                self._failing = True
+            self._failing.fault(
+                "save",
+                logging.WARNING,
+                "Home Assistant: cannot write %s (%s); a restart may not clear removed batteries",
+                self.path,
+                exc,
+            )
             self._saved_at = now  # retry after RECORD_REFRESH, or at the next change
             return
-        self._failing = False
+        self._failing.forget("save")
         self.dirty = False
         self._saved_at = now
