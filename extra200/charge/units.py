@@ -10,7 +10,7 @@ import dataclasses
 from dataclasses import dataclass
 from typing import Any, Dict, List, Mapping, Optional, Sequence, Set, Tuple
 
-from ..derive import Extreme, UnitSummary
+from ..derive import Extreme, UnitSummary, cells_extreme
 from ..model import Battery, CellRow, PowerDetail, PowerRow
 from .common import CELL_COUNTS, CELL_TABLE_MAX_AGE, logger, plural
 from .signals import FULL_EVENT, VOLTAGE_COLUMNS, StatusWord, cell_status_words, protection, row_status_words
@@ -95,14 +95,6 @@ def _row_extreme(located: Optional[Extreme], value: Optional[float], address: in
         return None
     if located is not None and abs(located.value - value) < 1e-9:
         return located
-    return Extreme(value, address, index)
-
-
-def _table_extreme(cells: Sequence[CellRow], attr: str, highest: bool, address: int) -> Optional[Extreme]:
-    known = [(getattr(c, attr), c.index) for c in cells if getattr(c, attr) is not None]
-    if not known:
-        return None
-    value, index = (max if highest else min)(known, key=lambda pair: pair[0])
     return Extreme(value, address, index)
 
 
@@ -191,7 +183,7 @@ def _extreme(
         getattr(row, field_name + "_id"),
     )
     table_cells = cells_now if getattr(raw, field_name) is not None else cells
-    return _pick(from_row, _table_extreme(table_cells, attr, highest, address), highest)
+    return _pick(from_row, cells_extreme(address, table_cells, attr, highest), highest)
 
 
 def _electronics(row: PowerRow) -> Optional[Tuple[float, str]]:
