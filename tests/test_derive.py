@@ -19,6 +19,8 @@ import pytest
 
 from extra200.database import battery_values
 from extra200.derive import CellExtremes, Extreme, stored_energy_wh, summarize_bank
+from extra200.homeassistant.entities import BANK_ENTITIES, state_values
+from extra200.homeassistant.values import BankView
 from extra200.model import Bank, Battery, CellRow, CellTable, PowerDetail, PowerRow
 from extra200.stats import cell_statistics
 from extra200.victron import bank_payload, unit_payload
@@ -58,7 +60,9 @@ def _bank() -> Bank:
     one.detail = PowerDetail(1, total_capacity=100.0)
     one.cells = _table(1, UNIT1_VOLTS, UNIT1_TEMPS, [i == 3 for i in range(15)])
     two = Battery(2)
-    two.row = PowerRow(address=2, present=True, voltage=50.2, current=-5.0, soc=80.0, cell_voltage_high=3.45, cell_voltage_high_id=2)
+    two.row = PowerRow(
+        address=2, present=True, voltage=50.2, current=-5.0, soc=80.0, cell_voltage_high=3.45, cell_voltage_high_id=2
+    )
     two.detail = PowerDetail(2, total_capacity=50.0)
     two.cells = _table(2, UNIT2_VOLTS, UNIT2_TEMPS)
     three = Battery(3)
@@ -168,6 +172,10 @@ def test_outputs_read_the_snapshot_instead_of_computing():
     unit = unit_payload(one, FixedLimits())
     assert (bank["TimeToGo"], bank["ConsumedAmphours"]) == (4321.0, 8.0)
     assert (unit["TimeToGo"], unit["ConsumedAmphours"], unit["Voltages"]["Sum"]) == (1234.0, 7.0, 49.0)
+    shown = state_values(
+        BANK_ENTITIES, BankView(dataclasses.replace(edited, stored_energy=5000.0, time_to_full=7200.0), None, None)
+    )
+    assert (shown["time_to_empty"], shown["time_to_full"], shown["stored_energy"]) == (1.2, 2.0, 5.0)  # h, h, kWh
 
     table = CellExtremes(2, Extreme(3.0, 2, 4), Extreme(3.5, 2, 5), None, None)
     statistics = cell_statistics(table)

@@ -461,7 +461,9 @@ BATTERY_ENTITIES: Tuple[Entity, ...] = (
 
 # Per-battery cell statistics from the cell table (cells.level medium and high).
 CELL_STATISTICS: Tuple[Entity, ...] = (
-    _measure("voltage", "cell_voltage_average", "Cell voltage average", lambda v: v.unit.cell_voltage_average, 3, diagnostic=True),
+    _measure(
+        "voltage", "cell_voltage_average", "Cell voltage average", lambda v: v.unit.cell_voltage_average, 3, diagnostic=True
+    ),
     _measure("count", "cells_balancing", "Cells balancing", lambda v: v.unit.cells_balancing, 0, diagnostic=True),
 )
 
