@@ -282,9 +282,9 @@ class Daemon:
         self.stats.record_poll(True, now - started, now)
         self._failures_in_row = 0
         self.polls_ok += 1
-        summary = summarize_bank(bank)
+        summary = summarize_bank(bank, self.config.battery.cells)
         # Fresh means publishable: a bank whose every unit is unconfirmed this poll is not.
-        fresh = summary.units_online > 0 and None not in (summary.voltage, summary.power, summary.soc)
+        fresh = summary.publishable
         if fresh:
             self.last_good = now
         elif summary.units_online == 0:
@@ -385,8 +385,8 @@ class Daemon:
                         self.victron.update,
                         outcome.summary,
                         outcome.limits,
-                        len(outcome.bank.missing),
-                        self._cells_per_battery(outcome.bank),
+                        outcome.summary.units_offline,
+                        outcome.summary.cells_per_battery,
                         now,
                         self.energy.snapshot(),
                     )
@@ -484,10 +484,6 @@ class Daemon:
                 self.last_error or "none",
             )
 
-    def _cells_per_battery(self, bank: Bank) -> Optional[int]:
-        counts = [b.cell_count for b in bank.present() if b.cell_count]
-        return max(counts) if counts else self.config.battery.cells
-
     # -- the loop --------------------------------------------------------------
     def run(self, stop: threading.Event) -> int:
         self.reader.stopping = stop.is_set
@@ -530,8 +526,8 @@ class Daemon:
         self.console.close()
         if outcome is None:
             raise PollFailed(self.last_error or "the console gave no trustworthy reply")
-        bank = outcome.bank
-        payload = bank_payload(outcome.summary, outcome.limits, self._cells_per_battery(bank), len(bank.missing))
+        bank, summary = outcome.bank, outcome.summary
+        payload = bank_payload(summary, outcome.limits, summary.cells_per_battery, summary.units_offline)
         batteries: List[Dict[str, Any]] = []
         for unit in outcome.summary.units:  # in address order, as published on battery_<N>
             unit_json = unit_payload(unit, outcome.limits)

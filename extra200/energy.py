@@ -44,7 +44,6 @@ logger = logging.getLogger(__name__)
 
 ENERGY_FILE = "energy.json"
 DEFAULT_MAX_GAP = 300.0  # seconds; a longer gap between two samples is not integrated
-NOMINAL_CELL_VOLTAGE = 3.2  # V, LiFePO4: 15 cells = 48 V, 16 cells = 51.2 V (the rated kWh)
 BANK_KEY = "bank"
 _FORMAT_VERSION = 1
 
@@ -69,18 +68,6 @@ class EnergySnapshot:
 
 
 EMPTY_SNAPSHOT = EnergySnapshot(bank=None, units={})
-
-
-def stored_energy_wh(remaining_ah: Optional[float], cell_count: Optional[int]) -> Optional[float]:
-    """Energy stored now, in Wh: remaining Ah (SoC x capacity) at the pack's nominal voltage.
-
-    The nominal voltage (cells x 3.2 V) rather than the measured one keeps the
-    figure from jumping with the charge current, and matches the rated kWh
-    printed on the battery (US3000C: 74 Ah x 48 V = 3552 Wh).
-    """
-    if remaining_ah is None or not cell_count:
-        return None
-    return round(remaining_ah * cell_count * NOMINAL_CELL_VOLTAGE, 1)
 
 
 def split_trapezoid(p0: float, p1: float, seconds: float) -> Tuple[float, float]:

@@ -21,9 +21,9 @@ Every ``now`` given to one ``LoopStats`` must come from the same clock
 """
 
 import logging
-from typing import Any, Dict, Mapping, Optional, Sequence, Tuple
+from typing import Any, Dict, Mapping, Optional, Tuple
 
-from .derive import cell_id
+from .derive import CellExtremes
 from .model import CellRow
 
 logger = logging.getLogger(__name__)
@@ -77,27 +77,24 @@ def statistics_wanted(level: str) -> bool:
     return level in ("medium", "high")
 
 
-def cell_statistics(address: int, cells: Sequence[CellRow]) -> Dict[str, Any]:
-    """Min / max / delta of the cell voltages and temperatures of one ``bat N``, with where they are.
+def cell_statistics(table: CellExtremes) -> Dict[str, Any]:
+    """Min / max / delta of the cell voltages and temperatures of one ``bat N``, with where they are
+    (``derive.table_extremes``, computed with the poll's snapshot).
 
     Keys: ``voltage_min``, ``voltage_max``, ``voltage_delta`` (V),
     ``voltage_min_cell``, ``voltage_max_cell`` (ids like ``B2C7``), and the
     same for ``temperature``.  None where no cell reports the column.
     """
     result: Dict[str, Any] = {}
-    for attr, digits in (("voltage", 3), ("temperature", 2)):
-        known = [(getattr(c, attr), c.index) for c in cells if getattr(c, attr) is not None]
-        if known:
-            low = min(known, key=lambda pair: pair[0])
-            high = max(known, key=lambda pair: pair[0])
-            result[attr + "_min"] = low[0]
-            result[attr + "_max"] = high[0]
-            result[attr + "_delta"] = round(high[0] - low[0], digits)
-            result[attr + "_min_cell"] = cell_id(address, low[1])
-            result[attr + "_max_cell"] = cell_id(address, high[1])
-        else:
-            for suffix in ("_min", "_max", "_delta", "_min_cell", "_max_cell"):
-                result[attr + suffix] = None
+    for attr, low, high, delta in (
+        ("voltage", table.voltage_min, table.voltage_max, table.voltage_delta),
+        ("temperature", table.temp_min, table.temp_max, table.temp_delta),
+    ):
+        result[attr + "_min"] = low.value if low is not None else None
+        result[attr + "_max"] = high.value if high is not None else None
+        result[attr + "_delta"] = delta
+        result[attr + "_min_cell"] = low.id if low is not None else None
+        result[attr + "_max_cell"] = high.id if high is not None else None
     return result
 
 

@@ -20,7 +20,7 @@ import os
 from typing import Any, Dict, List, Mapping, Optional
 
 from . import __version__
-from .derive import BankSummary, Extreme, UnitSummary
+from .derive import BankSummary, CellExtremes, Extreme, UnitSummary
 from .files import write_text_atomic
 from .model import Bank, Battery
 from .reporting import Episodes
@@ -76,7 +76,9 @@ def _figures(summary: Any) -> Dict[str, Any]:
     return document
 
 
-def _battery(battery: Battery, unit: Optional[UnitSummary], cells_level: str, events: Optional[List[Any]]) -> Dict[str, Any]:
+def _battery(
+    battery: Battery, unit: Optional[UnitSummary], table: CellExtremes, cells_level: str, events: Optional[List[Any]]
+) -> Dict[str, Any]:
     document: Dict[str, Any] = {"address": battery.address, "present": battery.present}
     document.update(_figures(unit) if unit is not None else {})
     document["barcode"] = battery.barcode
@@ -93,7 +95,7 @@ def _battery(battery: Battery, unit: Optional[UnitSummary], cells_level: str, ev
         cells = battery.cells.cells if battery.cells is not None else ()
         document["cells"] = [cell_values(c, cells_level) for c in cells]
         if statistics_wanted(cells_level):
-            document["cell_statistics"] = cell_statistics(battery.address, cells)
+            document["cell_statistics"] = cell_statistics(table)
     return document
 
 
@@ -142,7 +144,7 @@ def build_status(
         "cells_level": cells_level,
         "bank": dict(_figures(summary), units_online=summary.units_online),
         "batteries": [
-            _battery(b, units.get(a), cells_level, active.get(a, []) if events is not None else None)
+            _battery(b, units.get(a), summary.cell_table(a), cells_level, active.get(a, []) if events is not None else None)
             for a, b in sorted(bank.batteries.items())
         ],
         "limits": _plain(limits) if limits is not None else None,

@@ -37,7 +37,7 @@ import threading
 import time
 from typing import Any, Callable, Dict, Iterator, Mapping, Optional, Protocol, Set, Tuple
 
-from .derive import BankSummary, Extreme, UnitSummary, time_to_empty
+from .derive import BankSummary, Extreme, UnitSummary
 from .energy import EnergySnapshot, EnergyTotals
 from .reporting import Episodes
 
@@ -124,10 +124,8 @@ def _common(figures: Any, energy: Optional[EnergyTotals]) -> Optional[Payload]:
         "InstalledCapacity": _number(figures.capacity, 2),
         "Capacity": _number(figures.remaining, 2),
         # Sent even when unknown, so the driver neither derives it nor keeps an old value.
-        "ConsumedAmphours": round(max(figures.capacity - figures.remaining, 0.0), 2)
-        if figures.capacity is not None and figures.remaining is not None
-        else None,
-        "TimeToGo": _number(time_to_empty(figures), 0),
+        "ConsumedAmphours": figures.consumed,
+        "TimeToGo": _number(figures.time_to_empty, 0),
         "Balancing": _number(figures.balancing),
     }
     history: Payload = {"ChargeCycles": figures.cycle_count}
@@ -197,8 +195,7 @@ def _cells(payload: Payload, unit: UnitSummary) -> None:
     if not cells or len(cells) > MAX_CELLS:
         return
     voltages: Payload = {"Cell%d" % (i + 1): _number(v, 3) for i, v in enumerate(cells)}
-    known = [v for v in cells if v is not None]
-    voltages["Sum"] = round(sum(known), 3) if len(known) == len(cells) else None
+    voltages["Sum"] = unit.cell_voltage_sum
     voltages["Diff"] = unit.cell_voltage_delta
     payload["Voltages"] = voltages
     if unit.cell_balancing and len(unit.cell_balancing) == len(cells):

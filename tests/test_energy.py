@@ -12,7 +12,7 @@ import pytest
 
 from conftest import ROOT
 from extra200.derive import summarize_bank
-from extra200.energy import EnergyCounters, EnergyTotals, split_trapezoid, stored_energy_wh
+from extra200.energy import EnergyCounters, EnergyTotals, split_trapezoid
 from extra200.files import read_json, write_json_atomic
 from extra200.model import Bank, Battery, DeviceInfo, PowerRow
 
@@ -193,12 +193,6 @@ def test_write_json_atomic_replaces_the_whole_file(tmp_path):
     write_json_atomic(path, {"a": 1})
     write_json_atomic(path, {"b": 2})
     assert read_json(path) == {"b": 2}
-
-
-def test_stored_energy_uses_the_nominal_voltage():
-    assert stored_energy_wh(37.0, 15) == 1776.0  # half a US3000C: 74 Ah x 48 V / 2
-    assert stored_energy_wh(100.0, 16) == 5120.0
-    assert stored_energy_wh(None, 15) is None and stored_energy_wh(10.0, None) is None
 
 
 # A tiny program using EnergyCounters as the daemon does: an update per poll, a save on its cadence.

@@ -11,7 +11,7 @@ import logging
 from dataclasses import dataclass
 from typing import Any, Dict, List, Mapping, Optional, Sequence, Set, Tuple
 
-from ..derive import Extreme, UnitSummary
+from ..derive import Extreme, UnitSummary, cells_extreme
 from ..model import Battery, CellRow, PowerDetail, PowerRow
 from ..reporting import Episodes
 from .common import CELL_COUNTS, CELL_TABLE_MAX_AGE, logger, plural
@@ -100,14 +100,6 @@ def _row_extreme(located: Optional[Extreme], value: Optional[float], address: in
     return Extreme(value, address, index)
 
 
-def _table_extreme(cells: Sequence[CellRow], attr: str, highest: bool, address: int) -> Optional[Extreme]:
-    known = [(getattr(c, attr), c.index) for c in cells if getattr(c, attr) is not None]
-    if not known:
-        return None
-    value, index = (max if highest else min)(known, key=lambda pair: pair[0])
-    return Extreme(value, address, index)
-
-
 # pwr-row readings a unit keeps from its last row while the console prints "-" for them: a reading
 # that vanishes must not lift the derating (or the stop) it caused.  Cell voltages and temperatures
 # still count as missing for the blind rules (CCL 0, DCL held briefly); the held values only cap.
@@ -193,7 +185,7 @@ def _extreme(
         getattr(row, field_name + "_id"),
     )
     table_cells = cells_now if getattr(raw, field_name) is not None else cells
-    return _pick(from_row, _table_extreme(table_cells, attr, highest, address), highest)
+    return _pick(from_row, cells_extreme(address, table_cells, attr, highest), highest)
 
 
 def _electronics(row: PowerRow) -> Optional[Tuple[float, str]]:

@@ -90,18 +90,12 @@ def battery_values(battery: Battery, unit: Optional[UnitSummary], ts: float) -> 
     if unit is not None:
         for name in ("power", "capacity", "remaining", "balancing", "cycle_count", "soh", "cell_voltage_delta"):
             values[name] = getattr(unit, name)
-        # The extremes as derive.py sees them: the pwr row's, located in the last bat N when the row has no id.
-        for name, extreme in (
-            ("cell_temp_low", unit.cell_temp_min),
-            ("cell_temp_high", unit.cell_temp_max),
-            ("cell_voltage_low", unit.cell_voltage_min),
-            ("cell_voltage_high", unit.cell_voltage_max),
-        ):
-            if extreme is not None:
-                if values.get(name) is None:
-                    values[name] = extreme.value
-                if values.get(name + "_cell") is None:
-                    values[name + "_cell"] = _plus_one(extreme.cell)
+        # Each end as the pwr row prints it, completed from the unit's extreme where the row leaves it out
+        # (``derive.RowEnds``: not always the unit's extremes, see there).
+        for name in ("cell_temp_low", "cell_temp_high", "cell_voltage_low", "cell_voltage_high"):
+            end = getattr(unit.row_ends, name)
+            values[name] = end.value
+            values[name + "_cell"] = _plus_one(end.cell)
     if battery.barcode:
         values["barcode"] = battery.barcode
     return values

@@ -12,7 +12,7 @@ from dataclasses import dataclass
 from typing import Any, Callable, Dict, Iterable, List, Optional, Tuple
 
 from ..charge import ALARM_NAMES
-from ..derive import BankSummary, UnitSummary, time_to_empty, time_to_full
+from ..derive import BankSummary, UnitSummary
 from .values import (
     STATE_OPTIONS,
     BankView,
@@ -21,9 +21,7 @@ from .values import (
     any_limit_alarm,
     battery_alarm_attributes,
     battery_state,
-    cell_average,
     cell_value,
-    cells_balancing,
     charged_kwh,
     clip_text,
     discharged_kwh,
@@ -287,7 +285,7 @@ def _pack_cells_and_energy(figures: Callable[[Any], Any]) -> Tuple[Entity, ...]:
         ),
         _measure("charge", "capacity", "Capacity", lambda v: figures(v).capacity, 0, diagnostic=True, optional=True),
         _measure("charge", "remaining_capacity", "Remaining capacity", lambda v: figures(v).remaining, 1, optional=True),
-        _stored_energy(lambda v: v.stored_wh),
+        _stored_energy(lambda v: figures(v).stored_energy),
         _energy("energy_charged", "Energy charged", lambda v: charged_kwh(v.energy)),
         _energy("energy_discharged", "Energy discharged", lambda v: discharged_kwh(v.energy)),
     )
@@ -305,8 +303,8 @@ BANK_ENTITIES: Tuple[Entity, ...] = (
     _pack_readings(_bank_summary, 1, "MOS temperature max")
     + (_pack_cells_and_energy(_bank_summary))
     + (
-        _duration("time_to_empty", "Time to empty", lambda v: time_to_empty(v.summary)),
-        _duration("time_to_full", "Time to full", lambda v: time_to_full(v.summary)),
+        _duration("time_to_empty", "Time to empty", lambda v: v.summary.time_to_empty),
+        _duration("time_to_full", "Time to full", lambda v: v.summary.time_to_full),
         _counter("cycle_count", "Cycle count max", lambda v: v.summary.cycle_count),
         _soh("State of health min", lambda v: v.summary.soh),
         _measure("count", "units_online", "Units online", lambda v: v.summary.units_online, 0),
@@ -463,8 +461,10 @@ BATTERY_ENTITIES: Tuple[Entity, ...] = (
 
 # Per-battery cell statistics from the cell table (cells.level medium and high).
 CELL_STATISTICS: Tuple[Entity, ...] = (
-    _measure("voltage", "cell_voltage_average", "Cell voltage average", cell_average, 3, diagnostic=True),
-    _measure("count", "cells_balancing", "Cells balancing", cells_balancing, 0, diagnostic=True),
+    _measure(
+        "voltage", "cell_voltage_average", "Cell voltage average", lambda v: v.unit.cell_voltage_average, 3, diagnostic=True
+    ),
+    _measure("count", "cells_balancing", "Cells balancing", lambda v: v.unit.cells_balancing, 0, diagnostic=True),
 )
 
 

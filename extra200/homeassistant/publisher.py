@@ -25,8 +25,8 @@ from dataclasses import dataclass
 from typing import Any, Callable, Dict, Iterable, List, NamedTuple, Optional, Tuple
 
 from ..config import Config
-from ..derive import BankSummary
-from ..energy import EMPTY_SNAPSHOT, EnergySnapshot, stored_energy_wh
+from ..derive import ASSUMED_CELLS, BankSummary
+from ..energy import EMPTY_SNAPSHOT, EnergySnapshot
 from ..model import Bank, Battery
 from .discovery import (
     PolledDevice,
@@ -261,8 +261,8 @@ class HomeAssistantPublisher:
 
     # -- building the devices ------------------------------------------------------
     def _cells_of(self, battery: Battery) -> int:
-        # 15 only until the console tells (display: cell entities, stored energy; never a limit)
-        return battery.cell_count or self._config.battery.cells or 15
+        # 15 only until the console tells (display: the cell entities; never a limit), as derive's stored energy
+        return battery.cell_count or self._config.battery.cells or ASSUMED_CELLS
 
     def _identity(self, battery: Battery) -> Optional[str]:
         """The barcode, or before ``info`` was first read, the one last recorded at this address."""
@@ -304,15 +304,12 @@ class HomeAssistantPublisher:
         bank_id = self._bank_id
         units = {u.address: u for u in summary.units}
         devices: List[PolledDevice] = []
-        stored: List[Optional[float]] = []
         used: Dict[str, int] = {}
         for battery in bank.present():
             unit = units.get(battery.address)
             if unit is None:
                 continue
             cells = self._cells_of(battery)
-            stored_wh = stored_energy_wh(unit.remaining, cells)
-            stored.append(stored_wh)
             barcode = self._identity(battery)
             if barcode is None and battery.info_time is None and not self._waited_for_identity(battery.address):
                 continue
@@ -327,14 +324,13 @@ class HomeAssistantPublisher:
                 barcode = None
                 key = battery_key(bank_id, battery.address, None)
             used[key] = battery.address
-            view = UnitView(battery, unit, energy.unit(battery.address), stored_wh, self._event_text(battery))
+            view = UnitView(battery, unit, energy.unit(battery.address), self._event_text(battery))
             entities = self._entities.get((self._level, cells))
             if entities is None:
                 entities = self._entities[(self._level, cells)] = battery_entities(self._level, cells)
             device = battery_device(bank_id, key, battery, battery.address, self._bank_name)
             devices.append(PolledDevice(key, battery.address, barcode, device, entities, state_values(entities, view), True))
-        bank_stored = sum(s for s in stored if s is not None) if stored and None not in stored else None
-        bank_view = BankView(summary, limits, energy.bank, round(bank_stored, 1) if bank_stored is not None else None)
+        bank_view = BankView(summary, limits, energy.bank)
         devices.insert(
             0,
             PolledDevice(

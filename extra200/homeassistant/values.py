@@ -34,7 +34,6 @@ class UnitView:
     battery: Battery
     unit: UnitSummary
     energy: Optional[EnergyTotals]
-    stored_wh: Optional[float]
     events: Optional[str]
 
 
@@ -45,7 +44,6 @@ class BankView:
     summary: BankSummary
     limits: Any  # charge.ChargeLimits or None (duck-typed, see the attributes read below)
     energy: Optional[EnergyTotals]
-    stored_wh: Optional[float]
 
 
 def negated(value: Optional[float]) -> Optional[float]:
@@ -291,18 +289,6 @@ def cell_value(index: int, attr: str, convert: Callable[[Any], Any] = lambda v: 
         return convert(raw) if raw is not None else None
 
     return value
-
-
-def cell_average(view: UnitView) -> Optional[float]:
-    volts = [v for v in view.unit.cell_voltages if v is not None]
-    return round(sum(volts) / len(volts), 4) if volts else None
-
-
-def cells_balancing(view: UnitView) -> Optional[int]:
-    if view.battery.cells is None:
-        return None
-    flags = [c.balancing for c in view.battery.cells.cells if c.balancing is not None]
-    return sum(1 for f in flags if f) if flags else None
 
 
 def status_column_problem(attr: str) -> Callable[[UnitView], Optional[bool]]:
