@@ -116,6 +116,7 @@ class _TableStream:
     def __init__(self, earlier: Sequence[List[PowerRow]], needed: Set[int]) -> None:
         self._earlier = earlier
         self._needed = needed
+        self._agreed: List[PowerRow] = []  # the rows ``enough`` found confirming: the partial reply's rows
 
     def enough(self, lines: Sequence[str]) -> bool:
         if not self._reached_last_needed(lines[-1]):
@@ -124,7 +125,10 @@ class _TableStream:
             rows = parse_power_table("\n".join(lines), complete=False)
         except ParseError:
             return False  # not yet (or a damaged line: then the whole table is read, and voted as usual)
-        return confirmed_early(self._earlier, rows, self._needed)
+        if not confirmed_early(self._earlier, rows, self._needed):
+            return False
+        self._agreed = rows
+        return True
 
     def _reached_last_needed(self, line: str) -> bool:
         first = line.split(None, 1)[0] if line.strip() else ""
@@ -132,7 +136,8 @@ class _TableStream:
 
     def parse(self, text: str) -> List[PowerRow]:
         """The rows that arrived, followed by the last whole read's rows of the (absent) units not reached."""
-        return with_rows_not_reached(parse_power_table(text, complete=False), self._earlier[-1])
+        rows = self._agreed or parse_power_table(text, complete=False)  # parsed already, as they arrived
+        return with_rows_not_reached(rows, self._earlier[-1])
 
 
 def _family(command: str) -> str:

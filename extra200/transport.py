@@ -465,11 +465,13 @@ class Console:
         try:
             self._collect(assembler, self.command_timeout)
             assembler.reply()
-        except (ConsoleTimeout, ConsoleGarbled) as exc:  # already resynchronised
-            logger.debug("%s: the rest of %r did not arrive whole: %s", self.url, assembler.command, exc)
+            return
+        except (ConsoleTimeout, ConsoleGarbled) as exc:  # _collect has resynchronised already
+            problem: Exception = exc
         except FramingError as exc:
-            logger.debug("%s: the rest of %r did not arrive whole: %s", self.url, assembler.command, exc)
+            problem = exc
             self._resync(assembler.command)
+        logger.debug("%s: the rest of %r did not arrive whole: %s", self.url, assembler.command, problem)
 
     def _incomplete(self, assembler: ReplyAssembler, limit: float) -> ConsoleError:
         """Classify, log and resynchronise after a reply that did not complete."""
